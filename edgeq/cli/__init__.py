@@ -1,0 +1,68 @@
+"""The ``edgeq`` command: a thin click layer over the edgeq API, and its one error boundary.
+
+Only this package prints or exits. :class:`edgeq.errors.EdgeqError` becomes
+``Error: ...`` (and ``Hint: ...``) on stderr with the error's exit code;
+anything else is a bug and keeps its traceback. ``--debug`` (or
+``EDGEQ_DEBUG=1``) shows the traceback of user errors too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import EdgeqError
+
+__all__ = ["cli", "main"]
+
+
+class EdgeqGroup(click.Group):
+    """A click group that turns EdgeqError into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except EdgeqError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"Error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"Hint: {exc.hint}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Aborted.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=EdgeqGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgeq")
+@click.option("--debug", is_flag=True, envvar="EDGEQ_DEBUG", help="Show tracebacks and the converter's log.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Quantize TensorFlow models to TFLite, describe edge targets, deploy and measure on devices.
+
+    \b
+    Exit codes: 0 ok, 1 error, 2 usage, 3 target file, 4 calibration data,
+    5 model, 6 conversion, 7 device unreachable, 8 authentication,
+    9 host key, 10 remote command, 11 probe output, 12 some devices failed.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register() -> None:
+    from . import convert as _convert  # noqa: F401 - registers its commands on `cli`
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="edgeq")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The host-side TFLite interpreter: loading, describing and running .tflite models.
+
+LiteRT (``ai_edge_litert``) is preferred; ``tflite_runtime`` and ``tensorflow.lite``
+are fallbacks so the same code works where only those are installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import ModelError
+from .types import ModelSummary, TensorInfo
+
+__all__ = [
+    "interpreter_class",
+    "load_interpreter",
+    "describe_model",
+    "ModelRunner",
+    "quantize",
+    "dequantize",
+]
+
+# Ops that only move values between the float and integer domains.
+_CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+_FLOAT_TYPES = frozenset({"float32", "float16", "float64"})
+
+
+def interpreter_class() -> tuple[Any, str]:
+    """Return (Interpreter class, runtime name) for the best runtime installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite-runtime"
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter, "tensorflow"
+    except ImportError as exc:  # pragma: no cover - the package depends on ai-edge-litert
+        raise ModelError(
+            "no TFLite interpreter is installed",
+            hint="pip install ai-edge-litert",
+        ) from exc
+
+
+def _no_delegates_option(cls: Any) -> dict[str, Any]:
+    """Interpreter kwargs that keep the default delegate (XNNPACK) from rewriting the graph."""
+    module = __import__(cls.__module__, fromlist=["OpResolverType"])
+    resolver = getattr(module, "OpResolverType", None)
+    if resolver is None:  # tensorflow.lite keeps it under experimental
+        import tensorflow as tf
+
+        resolver = tf.lite.experimental.OpResolverType
+    return {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+
+
+def load_interpreter(
+    model: str | os.PathLike | bytes, num_threads: int | None = None, default_delegates: bool = True
+) -> Any:
+    """Load a .tflite model (path or bytes) and allocate its tensors.
+
+    ``default_delegates=False`` keeps XNNPACK from taking over nodes, so the
+    op list is the model's own (for the op census).
+    """
+    cls, _ = interpreter_class()
+    kwargs: dict[str, Any] = {} if default_delegates else _no_delegates_option(cls)
+    if num_threads is not None:
+        kwargs["num_threads"] = num_threads
+    try:
+        if isinstance(model, (bytes, bytearray)):
+            interp = cls(model_content=bytes(model), **kwargs)
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise ModelError(f"{path}: no such file")
+            interp = cls(model_path=str(path), **kwargs)
+        interp.allocate_tensors()
+    except ModelError:
+        raise
+    except (ValueError, RuntimeError) as exc:
+        name = "model" if isinstance(model, (bytes, bytearray)) else str(model)
+        raise ModelError(
+            f"{name}: not a loadable TFLite model ({_first_line(exc)})",
+            hint="edgeq inspect expects a .tflite flatbuffer produced by a TFLite converter",
+        ) from exc
+    return interp
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _dtype_name(dtype: Any) -> str:
+    return np.dtype(dtype).name
+
+
+def _tensor_info(detail: Mapping[str, Any], name: str | None = None) -> TensorInfo:
+    params = detail.get("quantization_parameters") or {}
+    scales = np.asarray(params.get("scales", ()), dtype=np.float64)
+    zero_points = np.asarray(params.get("zero_points", ()), dtype=np.int64)
+    scale = zero_point = None
+    if scales.size:
+        scale = float(scales[0])
+        zero_point = int(zero_points[0]) if zero_points.size else 0
+    return TensorInfo(
+        name=name or detail["name"],
+        index=int(detail["index"]),
+        shape=tuple(int(d) for d in detail["shape"]),
+        dtype=_dtype_name(detail["dtype"]),
+        scale=scale,
+        zero_point=zero_point,
+        per_channel=bool(scales.size > 1),
+    )
+
+
+def _signature_io(interp: Any) -> tuple[str | None, dict[str, int], dict[str, int]]:
+    """The first signature's key and its input/output name -> tensor index maps."""
+    try:
+        signatures = interp.get_signature_list()
+    except (AttributeError, ValueError):
+        return None, {}, {}
+    if not signatures:
+        return None, {}, {}
+    key = next(iter(signatures))
+    runner = interp.get_signature_runner(key)
+    ins = {name: int(d["index"]) for name, d in runner.get_input_details().items()}
+    outs = {name: int(d["index"]) for name, d in runner.get_output_details().items()}
+    return key, ins, outs
+
+
+def describe_model(model: str | os.PathLike, interp: Any | None = None) -> ModelSummary:
+    """Inputs/outputs with quantization, op census, tensor type census, ops left in float."""
+    path = Path(model)
+    interp = interp or load_interpreter(path, default_delegates=False)
+    _, sig_in, sig_out = _signature_io(interp)
+    by_index_in = {v: k for k, v in sig_in.items()}
+    by_index_out = {v: k for k, v in sig_out.items()}
+    inputs = tuple(
+        _tensor_info(d, by_index_in.get(int(d["index"]))) for d in interp.get_input_details()
+    )
+    outputs = tuple(
+        _tensor_info(d, by_index_out.get(int(d["index"]))) for d in interp.get_output_details()
+    )
+
+    op_counts: Counter[str] = Counter()
+    float_ops: list[str] = []
+    for op in interp._get_ops_details():  # noqa: SLF001 - the only op-level API the runtimes expose
+        name = op["op_name"]
+        op_counts[name] += 1
+        types = [_dtype_name(t) for t in (*op.get("operand_types", ()), *op.get("result_types", ()))]
+        if name not in _CONVERSION_OPS and any(t in _FLOAT_TYPES for t in types):
+            float_ops.append(name)
+
+    type_counts: Counter[str] = Counter()
+    for t in interp.get_tensor_details():
+        type_counts[_dtype_name(t["dtype"])] += 1
+
+    signatures: tuple[str, ...] = ()
+    try:
+        signatures = tuple(interp.get_signature_list())
+    except (AttributeError, ValueError):
+        pass
+    return ModelSummary(
+        path=str(path),
+        size_bytes=path.stat().st_size,
+        inputs=inputs,
+        outputs=outputs,
+        op_counts=dict(sorted(op_counts.items())),
+        tensor_type_counts=dict(sorted(type_counts.items())),
+        float_ops=tuple(sorted(set(float_ops))),
+        signatures=signatures,
+    )
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    """Float values to the integer domain of a tensor (round half to even, saturating)."""
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, dtype=np.float64) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((np.asarray(q, dtype=np.float64) - zero_point) * scale).astype(np.float32)
+
+
+class ModelRunner:
+    """Runs a .tflite model one sample at a time on float data, whatever its I/O types.
+
+    Inputs are given and outputs returned keyed by signature name (or tensor
+    name for models without a signature). Integer inputs are quantized with
+    the tensor's scale and zero point, integer outputs dequantized, so float
+    and quantized models can be compared value for value.
+    """
+
+    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None):
+        self._interp = load_interpreter(model, num_threads=num_threads)
+        _, sig_in, sig_out = _signature_io(self._interp)
+        details_in = {int(d["index"]): d for d in self._interp.get_input_details()}
+        details_out = {int(d["index"]): d for d in self._interp.get_output_details()}
+        if not sig_in:
+            sig_in = {d["name"]: i for i, d in details_in.items()}
+            sig_out = {d["name"]: i for i, d in details_out.items()}
+        self.inputs = {name: _tensor_info(details_in[i], name) for name, i in sig_in.items()}
+        self.outputs = {name: _tensor_info(details_out[i], name) for name, i in sig_out.items()}
+
+    def _encode(self, info: TensorInfo, x: np.ndarray) -> np.ndarray:
+        dtype = np.dtype(info.dtype)
+        if np.issubdtype(dtype, np.integer) and info.scale:
+            return quantize(x, info.scale, info.zero_point or 0, dtype)
+        return np.asarray(x, dtype=dtype)
+
+    def _decode(self, info: TensorInfo, y: np.ndarray) -> np.ndarray:
+        if np.issubdtype(np.dtype(info.dtype), np.integer) and info.scale:
+            return dequantize(y, info.scale, info.zero_point or 0)
+        return np.asarray(y, dtype=np.float32)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run every sample of ``inputs`` (arrays of shape (N, ...)); return stacked outputs."""
+        missing = set(self.inputs) - set(inputs)
+        if missing:
+            raise ModelError(f"no data for model input(s): {', '.join(sorted(missing))}")
+        n = len(next(iter(inputs.values())))
+        results: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
+        for i in range(n):
+            for name, info in self.inputs.items():
+                sample = np.asarray(inputs[name][i : i + 1])
+                self._interp.set_tensor(info.index, self._encode(info, sample).reshape(info.shape))
+            self._interp.invoke()
+            for name, info in self.outputs.items():
+                results[name].append(self._decode(info, self._interp.get_tensor(info.index)))
+        return {name: np.concatenate(parts) if parts else np.empty((0,)) for name, parts in results.items()}
