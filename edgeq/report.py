@@ -15,6 +15,7 @@ __all__ = [
     "to_json",
     "conversion_tables",
     "summary_tables",
+    "layer_table",
     "format_bytes",
 ]
 
@@ -69,6 +70,16 @@ def summary_tables(summary: ModelSummary) -> list[Any]:
     for name, count in summary.tensor_type_counts.items():
         types.add_row(name, str(count))
     return [head, _io_table("inputs", summary.inputs), _io_table("outputs", summary.outputs), ops, types]
+
+
+def layer_table(layers: Iterable[Any]) -> Table:
+    """Layers with the largest quantization error (from ``edgeq inspect --per-layer``)."""
+    table = Table(title="layers by quantization error (RMSE / scale; ~0.29 is ideal rounding)", title_justify="left")
+    for col, justify in (("op", "left"), ("tensor", "left"), ("RMSE/scale", "right"), ("max abs error", "right"), ("scale", "right")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for layer in layers:
+        table.add_row(layer.op, layer.tensor, f"{layer.rmse_over_scale:.3f}", f"{layer.max_abs_error:.4g}", f"{layer.scale:.4g}")
+    return table
 
 
 def conversion_tables(report: ConversionReport) -> list[Any]:

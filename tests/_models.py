@@ -1,0 +1,122 @@
+"""Small test models, built in code once per session (TensorFlow is imported only here).
+
+Import the fixtures into a test module with ``from _models import *``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DIGITS = Path(__file__).resolve().parent.parent / "calibration_data" / "digits"
+
+
+def _keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def digits_classifier(model_dir) -> Path:
+    """A small CNN trained briefly on the bundled digits data: a real classifier, (8, 8, 1) -> 10."""
+    keras = _keras()
+    train = np.load(DIGITS / "train.npz")
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1), name="image"),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(5e-3), loss="sparse_categorical_crossentropy")
+    model.fit(train["x"], train["y"], epochs=8, batch_size=64, verbose=0)
+    path = model_dir / "digits.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_h5(model_dir, digits_classifier) -> Path:
+    keras = _keras()
+    path = model_dir / "digits.h5"
+    keras.models.load_model(digits_classifier).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_saved_model(model_dir, digits_classifier) -> Path:
+    keras = _keras()
+    path = model_dir / "digits_savedmodel"
+    keras.models.load_model(digits_classifier).export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def two_input_model(model_dir) -> Path:
+    """Two named inputs: an image and a feature vector."""
+    keras = _keras()
+    img = keras.Input((8, 8, 1), name="img")
+    meta = keras.Input((4,), name="meta")
+    x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(img))
+    x = keras.layers.Concatenate()([x, meta])
+    out = keras.layers.Dense(3, activation="softmax")(x)
+    path = model_dir / "two_inputs.keras"
+    keras.Model([img, meta], out).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def rgb_model(model_dir) -> Path:
+    """A 16x16 RGB input, for image folders that must be resized and converted to RGB."""
+    keras = _keras()
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3), name="rgb"),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(5),
+        ]
+    )
+    path = model_dir / "rgb.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sin_model_dir(model_dir) -> Path:
+    """A SavedModel using SIN, an op with no int8 kernel (Lambda layers do not reload safely from .keras)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    class SinModel(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(np.random.default_rng(0).normal(size=(16, 8)).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.math.sin(tf.matmul(x, self.w))}
+
+    module = SinModel()
+    path = model_dir / "sin_savedmodel"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+@pytest.fixture()
+def vector_calib(tmp_path) -> Path:
+    path = tmp_path / "vectors.npy"
+    np.save(path, np.random.default_rng(1).normal(size=(60, 16)).astype("float32"))
+    return path
