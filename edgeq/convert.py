@@ -24,7 +24,7 @@ from .errors import CalibrationDataError, ConversionError, ModelError
 from .files import atomic_writer
 from .litert import ModelRunner, describe_model
 from .metrics import accuracy, compare_outputs, is_classifier_output
-from .types import ConversionReport, IOType, QuantMode, TensorSpec
+from .types import ConversionReport, Fidelity, IOType, QuantMode, TensorSpec
 
 __all__ = [
     "ConvertOptions",
@@ -375,6 +375,7 @@ def _convert(model, calibration, output, options: ConvertOptions, eval_data, pro
             n_hold = len(next(iter(holdout.values())))
             say(f"measuring fidelity on {n_hold} held-out samples")
             fidelity = compare_outputs(float_runner.run(holdout), quant_runner.run(holdout))
+            warnings.extend(_fidelity_warnings(fidelity))
         acc = None
         if eval_inputs is not None:
             say(f"evaluating on {len(labels)} labelled samples")
@@ -433,6 +434,22 @@ def _check_integer_only(float_ops: tuple[str, ...], mode: QuantMode, allow: bool
         hint="use --mode dynamic or --mode float16 (they keep such ops in float), "
         "or --allow-float-ops to accept a mixed integer/float model",
     )
+
+
+def _fidelity_warnings(fidelity: Fidelity) -> list[str]:
+    found = []
+    for out in fidelity.outputs:
+        if out.float_undetermined:
+            found.append(
+                f"output '{out.name}': on {out.float_undetermined} of {fidelity.samples} held-out samples the float model "
+                "has no unique top class (an untrained model?); they are left out of top-1 agreement"
+            )
+        if out.top1_ties:
+            found.append(
+                f"output '{out.name}': on {out.top1_ties} held-out samples the quantized top score is tied "
+                "(scores collapsed by the output's int8 scale); counted as disagreement"
+            )
+    return found
 
 
 def _evaluate(path: Any, float_runner: ModelRunner, quant_runner: ModelRunner, inputs: Mapping[str, np.ndarray], labels: np.ndarray):

@@ -40,9 +40,9 @@ def compare_outputs(
         ref = np.asarray(ref, dtype=np.float64)
         samples = len(ref)
         err = np.abs(ref - got)
-        top1 = None
+        top1 = ties = undetermined = None
         if is_classifier_output(ref):
-            top1 = float(np.mean(ref.argmax(axis=1) == got.argmax(axis=1)))
+            top1, ties, undetermined = _top1(ref, got)
         outputs.append(
             OutputFidelity(
                 name=name,
@@ -50,9 +50,32 @@ def compare_outputs(
                 mean_abs_error=float(err.mean()) if err.size else 0.0,
                 max_abs_error=float(err.max()) if err.size else 0.0,
                 top1_agreement=top1,
+                top1_ties=ties,
+                float_undetermined=undetermined,
             )
         )
     return Fidelity(samples=samples, outputs=tuple(outputs))
+
+
+def _tied_top(scores: np.ndarray) -> np.ndarray:
+    """Rows whose highest score occurs more than once: no unique top-1 class."""
+    return np.sum(scores == scores.max(axis=1, keepdims=True), axis=1) > 1
+
+
+def _top1(ref: np.ndarray, got: np.ndarray) -> tuple[float | None, int, int]:
+    """Top-1 agreement that does not count ties as agreement.
+
+    Rows where the float model has no unique top class say nothing and are
+    left out; a quantized row with a tied top score counts as disagreement
+    (argmax would pick the first index by accident). Returns (agreement or
+    None when no row counts, quantized ties among counted rows, float rows left out).
+    """
+    counted = ~_tied_top(ref)
+    quant_tied = _tied_top(got)
+    agree = ~quant_tied & (ref.argmax(axis=1) == got.argmax(axis=1))
+    if not counted.any():
+        return None, int(quant_tied.sum()), int(len(ref))
+    return float(agree[counted].mean()), int(quant_tied[counted].sum()), int((~counted).sum())
 
 
 def accuracy(labels: np.ndarray, float_scores: np.ndarray, quant_scores: np.ndarray) -> Accuracy:

@@ -101,6 +101,8 @@ def conversion_tables(report: ConversionReport) -> list[Any]:
         for out in report.fidelity.outputs:
             if out.top1_agreement is not None:
                 table.add_row(f"top-1 agreement '{out.name}'", f"{out.top1_agreement * 100:.2f} %")
+            elif out.float_undetermined:
+                table.add_row(f"top-1 agreement '{out.name}'", "n/a (float model has no unique top class)")
             table.add_row(f"SQNR '{out.name}'", _db(out.sqnr_db))
             table.add_row(f"mean / max abs error '{out.name}'", f"{out.mean_abs_error:.4g} / {out.max_abs_error:.4g}")
     if report.accuracy:

@@ -100,7 +100,9 @@ class OutputFidelity:
     sqnr_db: float
     mean_abs_error: float
     max_abs_error: float
-    top1_agreement: float | None = None  # only for classifier-shaped outputs
+    top1_agreement: float | None = None  # only for classifier-shaped outputs; ties never count as agreement
+    top1_ties: int | None = None  # counted samples whose quantized top score is tied
+    float_undetermined: int | None = None  # samples left out: the float model has no unique top class
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from edgeq.metrics import accuracy, compare_outputs, sqnr_db
 
@@ -35,3 +36,16 @@ def test_accuracy_drop_in_points():
     quant_scores = np.eye(2)[[0, 1, 0, 0]]
     acc = accuracy(labels, float_scores, quant_scores)
     assert acc.float_accuracy == 1.0 and acc.quantized_accuracy == 0.75 and acc.drop_points == 25.0
+
+
+def test_ties_never_count_as_top1_agreement():
+    ref = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.4, 0.3, 0.3]])
+    got = np.array([[0.0, 0.0, 0.0], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2]])  # row 0 collapsed to a tie at index 0
+    out = compare_outputs({"p": ref}, {"p": got}).outputs[0]
+    assert out.top1_agreement == pytest.approx(2 / 3) and out.top1_ties == 1 and out.float_undetermined == 0
+
+
+def test_float_rows_without_a_unique_top_are_left_out():
+    uniform = np.full((4, 10), 0.1)
+    out = compare_outputs({"p": uniform}, {"p": np.zeros((4, 10))}).outputs[0]
+    assert out.top1_agreement is None and out.float_undetermined == 4
