@@ -74,7 +74,7 @@ def _top1(ref: np.ndarray, got: np.ndarray) -> tuple[float | None, int, int]:
     quant_tied = _tied_top(got)
     agree = ~quant_tied & (ref.argmax(axis=1) == got.argmax(axis=1))
     if not counted.any():
-        return None, int(quant_tied.sum()), int(len(ref))
+        return None, 0, int(len(ref))
     return float(agree[counted].mean()), int(quant_tied[counted].sum()), int((~counted).sum())
 
 

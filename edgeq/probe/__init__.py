@@ -1,0 +1,278 @@
+"""On-device latency probes: the host side that ships ``device.py``, runs it and reads its result.
+
+``device.py`` beside this file is the program that runs on the device; it is
+copied there once per version (cached under its hash) and run with the
+device's Python. Its result is one JSON document between marker lines; all
+other output is ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import shlex
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ProbeOutputError, RemoteCommandError
+
+__all__ = [
+    "PROBE_FILE",
+    "ProbeOptions",
+    "LatencyStats",
+    "Thermal",
+    "OutputTensor",
+    "ProbeResult",
+    "Parity",
+    "probe_source",
+    "probe_digest",
+    "probe_command",
+    "parse_probe_output",
+    "result_from_document",
+    "compare_parity",
+]
+
+PROBE_FILE = Path(__file__).with_name("device.py")
+BEGIN = "@@EDGEQ-PROBE-BEGIN@@"
+END = "@@EDGEQ-PROBE-END@@"
+DEFAULT_RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
+THROTTLE_NOW_BITS = 0xF  # Raspberry Pi get_throttled: under-voltage, arm freq capped, throttled, soft temp limit
+HOT_C = 80.0  # the Pi firmware starts to throttle at 80-85 C
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeOptions:
+    """How to time a model on the device (defaults as LiteRT's benchmark_model: 50 runs, at least 1 s)."""
+
+    runs: int = 50
+    min_s: float = 1.0
+    max_runs: int = 10000
+    max_s: float = 120.0
+    warmup_runs: int = 5
+    warmup_min_s: float = 0.5
+    threads: int | None = None  # None: the target's default, else all cores
+    runtime: str | None = None  # force one; None: first installed of ``prefer``
+    prefer: tuple[str, ...] = DEFAULT_RUNTIMES
+    timeout_s: float = 300.0
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyStats:
+    count: int
+    min_ms: float
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Thermal:
+    temp_c: float | None
+    clock_mhz: float | None
+    max_clock_mhz: float | None
+    throttle_bits: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputTensor:
+    """A raw output tensor returned by the probe (values as the model produced them)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    data_b64: str
+
+    def array(self) -> np.ndarray:
+        return np.frombuffer(base64.b64decode(self.data_b64), dtype=np.dtype(self.dtype)).reshape(self.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeResult:
+    """What the probe measured for one model on one device."""
+
+    device: str
+    model: str
+    runtime: str
+    runtime_version: str | None
+    python: str
+    numpy: str
+    machine: str
+    cpu_count: int | None
+    threads: int
+    xnnpack: bool
+    delegate_partitions: int
+    input_source: str
+    load_ms: float
+    allocate_ms: float
+    first_inference_ms: float
+    warmup_runs: int
+    latency: LatencyStats
+    latencies_ms: tuple[float, ...]
+    peak_rss_mb: float
+    thermal_before: Thermal
+    thermal_after: Thermal
+    throttled: bool
+    throttle_reason: str | None
+    outputs: tuple[OutputTensor, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Parity:
+    """Device outputs against the host interpreter's for the same model and samples."""
+
+    bit_exact: bool
+    outputs: dict[str, dict[str, float]]  # name -> {"mismatched": fraction, "max_abs_diff": raw units}
+
+
+def probe_source() -> bytes:
+    return PROBE_FILE.read_bytes()
+
+
+def probe_digest() -> str:
+    return hashlib.sha256(probe_source()).hexdigest()[:16]
+
+
+def probe_command(
+    python: str,
+    script: str,
+    model: str,
+    options: ProbeOptions,
+    threads: int | None,
+    samples: str | None = None,
+    return_outputs: bool = False,
+) -> str:
+    """The shell command that runs the probe; every argument quoted."""
+    args = [
+        python,
+        script,
+        "--model", model,
+        "--runs", str(options.runs),
+        "--min-s", repr(float(options.min_s)),
+        "--max-runs", str(options.max_runs),
+        "--max-s", repr(float(options.max_s)),
+        "--warmup-runs", str(options.warmup_runs),
+        "--warmup-min-s", repr(float(options.warmup_min_s)),
+        "--seed", str(options.seed),
+        "--threads", str(threads or 0),
+    ]
+    if options.runtime:
+        args += ["--runtime", options.runtime]
+    else:
+        args += ["--prefer", ",".join(options.prefer)]
+    if samples:
+        args += ["--samples", samples]
+    if return_outputs:
+        args.append("--return-outputs")
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def parse_probe_output(stdout: str | bytes, device: str) -> dict[str, Any]:
+    """The last JSON document between the probe's markers; anything around it is ignored."""
+    text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
+    end = text.rfind(END)
+    begin = text.rfind(BEGIN, 0, end) if end != -1 else -1
+    if begin == -1 or end == -1:
+        tail = " ".join(text.strip().splitlines()[-3:])[-300:]
+        raise ProbeOutputError(
+            f"{device}: the probe printed no result" + (f" (last output: {tail})" if tail else " (no output)"),
+            hint="run with --debug to see the device's full output",
+        )
+    body = text[begin + len(BEGIN) : end].strip()
+    try:
+        document = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ProbeOutputError(f"{device}: the probe's result is not valid JSON ({exc.msg} at {exc.pos})") from exc
+    if not isinstance(document, dict) or "ok" not in document:
+        raise ProbeOutputError(f"{device}: the probe's result is not a probe document")
+    return document
+
+
+def _thermal(raw: Mapping[str, Any] | None) -> Thermal:
+    raw = raw or {}
+    return Thermal(
+        temp_c=raw.get("temp_c"),
+        clock_mhz=raw.get("clock_mhz"),
+        max_clock_mhz=raw.get("max_clock_mhz"),
+        throttle_bits=raw.get("throttle_bits"),
+    )
+
+
+def _throttle_reason(before: Thermal, after: Thermal) -> str | None:
+    if after.throttle_bits and after.throttle_bits & THROTTLE_NOW_BITS:
+        return f"firmware reports throttling (get_throttled=0x{after.throttle_bits:x})"
+    if after.temp_c is not None and after.temp_c >= HOT_C:
+        return f"CPU at {after.temp_c:.0f} C after the run (throttling starts at {HOT_C:.0f} C)"
+    if after.clock_mhz and after.max_clock_mhz and after.clock_mhz < 0.9 * after.max_clock_mhz and (
+        before.clock_mhz is None or after.clock_mhz < before.clock_mhz
+    ):
+        return f"clock fell to {after.clock_mhz:.0f} of {after.max_clock_mhz:.0f} MHz"
+    return None
+
+
+def result_from_document(document: Mapping[str, Any], device: str) -> ProbeResult:
+    """Turn a successful probe document into a ProbeResult; a failed one into RemoteCommandError."""
+    if not document.get("ok"):
+        raise RemoteCommandError(f"{device}: the probe failed: {document.get('error', 'unknown error')}")
+    try:
+        before, after = _thermal(document.get("thermal_before")), _thermal(document.get("thermal_after"))
+        reason = _throttle_reason(before, after)
+        outputs = document.get("outputs")
+        return ProbeResult(
+            device=device,
+            model=document["model"],
+            runtime=document["runtime"],
+            runtime_version=document.get("runtime_version"),
+            python=document["python"],
+            numpy=document["numpy"],
+            machine=document["machine"],
+            cpu_count=document.get("cpu_count"),
+            threads=int(document["threads"]),
+            xnnpack=bool(document["xnnpack"]),
+            delegate_partitions=int(document["delegate_partitions"]),
+            input_source=document["input_source"],
+            load_ms=float(document["load_ms"]),
+            allocate_ms=float(document["allocate_ms"]),
+            first_inference_ms=float(document["first_inference_ms"]),
+            warmup_runs=int(document["warmup_runs"]),
+            latency=LatencyStats(**document["latency"]),
+            latencies_ms=tuple(float(v) for v in document["latencies_ms"]),
+            peak_rss_mb=float(document["peak_rss_mb"]),
+            thermal_before=before,
+            thermal_after=after,
+            throttled=reason is not None,
+            throttle_reason=reason,
+            outputs=None
+            if outputs is None
+            else tuple(OutputTensor(o["name"], o["dtype"], tuple(o["shape"]), o["data_b64"]) for o in outputs),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProbeOutputError(f"{device}: the probe's result lacks or garbles a field ({exc})") from exc
+
+
+def compare_parity(host: Mapping[str, np.ndarray], device: Sequence[OutputTensor]) -> Parity:
+    """Compare raw output values: bit-exact, or how far apart (in the tensor's own units)."""
+    report: dict[str, dict[str, float]] = {}
+    exact = True
+    for out in device:
+        got = out.array()
+        want = np.asarray(host[out.name])
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise ProbeOutputError(
+                f"output '{out.name}': device returned {got.dtype}{list(got.shape)}, host {want.dtype}{list(want.shape)}"
+            )
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        same = bool(np.array_equal(got, want))
+        exact &= same
+        report[out.name] = {
+            "mismatched": float(np.mean(diff > 0)) if diff.size else 0.0,
+            "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        }
+    return Parity(bit_exact=exact, outputs=report)
