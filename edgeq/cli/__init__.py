@@ -55,6 +55,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     from . import convert as _convert  # noqa: F401 - registers its commands on `cli`
+    from . import targets as _targets  # noqa: F401 - registers `edgeq targets`
 
 
 _register()

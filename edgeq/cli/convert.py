@@ -8,6 +8,7 @@ import click
 
 from . import cli
 from ._output import print_renderables, progress_reporter
+from .targets import TargetName, targets_dir_option
 
 MODES = ("int8", "int16x8", "dynamic", "float16", "float32")
 IO_TYPES = ("int8", "uint8", "int16", "float32")
@@ -32,8 +33,10 @@ class FloatList(click.ParamType):
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--calib", "calib", type=click.Path(path_type=Path), help="Calibration data: .npy, .npz (keys = input names, or x) or a folder of PNG/JPEG images.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Where to write the .tflite model; the report goes to the same name with .json.")
-@click.option("--mode", type=click.Choice(MODES), default="int8", show_default=True, help="int8: full integer, int8 ops only, per-channel weights. int16x8: int16 activations. dynamic: dynamic-range. float16 / float32: float baselines.")
-@click.option("--io-type", type=click.Choice(IO_TYPES), default=None, help="Type of the model's input/output tensors [default: int8 for int8, float32 otherwise].")
+@click.option("--mode", type=click.Choice(MODES), default=None, help="int8: full integer, int8 ops only, per-channel weights. int16x8: int16 activations. dynamic: dynamic-range. float16 / float32: float baselines. [default: int8, or the first mode --target allows]")
+@click.option("--io-type", type=click.Choice(IO_TYPES), default=None, help="Type of the model's input/output tensors [default: --target's first I/O type that suits the mode; else int8 for int8, float32 otherwise].")
+@click.option("--target", "target_name", type=TargetName(), default=None, help="Edge target the model is for (see `edgeq targets list`): its quantization constraints fill the defaults and refuse what it cannot run.")
+@targets_dir_option
 @click.option("--eval", "eval_data", type=click.Path(path_type=Path), help="Labelled data (.npz with x and y): report float and quantized accuracy.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True, help="How many samples calibrate; the rest (at least a fifth) are held out to measure fidelity.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fixed shuffle that picks calibration and held-out samples.")
@@ -43,7 +46,7 @@ class FloatList(click.ParamType):
 @click.option("--allow-float-ops", is_flag=True, help="Accept ops left in float32 in int8/int16x8 mode (with a warning) instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.pass_context
-def convert_cmd(ctx, model, calib, output, mode, io_type, eval_data, calib_samples, seed, pixel_range, mean, std, allow_float_ops, as_json):
+def convert_cmd(ctx, model, calib, output, mode, io_type, target_name, targets_dir, eval_data, calib_samples, seed, pixel_range, mean, std, allow_float_ops, as_json):
     """Convert MODEL (SavedModel dir, .keras or .h5) to a quantized TFLite model.
 
     Calibration data is checked against the model's inputs before anything is
@@ -54,20 +57,27 @@ def convert_cmd(ctx, model, calib, output, mode, io_type, eval_data, calib_sampl
     \b
     Example:
       edgeq convert model.keras --calib calib.npz --eval test.npz -o model_int8.tflite
+      edgeq convert model.keras --calib calib.npz --target coral-dev-board -o model_coral.tflite
     """
     from ..calibration import ImageOptions
     from ..convert import ConvertOptions, convert_model
     from ..report import conversion_tables, to_json
     from ..types import IOType, QuantMode
 
+    if targets_dir is not None and target_name is None:
+        raise click.UsageError("--targets-dir needs --target")
     options = ConvertOptions(
-        mode=QuantMode(mode),
+        mode=QuantMode(mode or "int8"),
         io_type=IOType(io_type) if io_type else None,
         calibration_samples=calib_samples,
         seed=seed,
         image_options=ImageOptions(pixel_range=PIXEL_RANGES[pixel_range], mean=mean, std=std),
         allow_float_ops=allow_float_ops,
     )
+    if target_name is not None:
+        from ..targets import apply_target, load_target
+
+        options = apply_target(load_target(target_name, targets_dir=targets_dir), options, mode_given=mode is not None)
     with progress_reporter() as say:
         result = convert_model(model, calib, output, options, eval_data=eval_data, progress=say, show_log=ctx.obj.get("debug", False))
     if as_json:
