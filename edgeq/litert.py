@@ -21,6 +21,7 @@ __all__ = [
     "load_interpreter",
     "describe_model",
     "ModelRunner",
+    "float_input_specs",
     "quantize",
     "dequantize",
 ]
@@ -185,6 +186,17 @@ def describe_model(model: str | os.PathLike, interp: Any | None = None) -> Model
     )
 
 
+def float_input_specs(model: str | os.PathLike) -> tuple["TensorSpec", ...]:
+    """A .tflite model's inputs as float data specs (by signature name), for loading real samples to feed it."""
+    from .types import TensorSpec
+
+    runner = ModelRunner(model)
+    return tuple(
+        TensorSpec(name=name, shape=(None, *info.shape[1:]), dtype="float32" if info.scale or info.dtype.startswith("float") else info.dtype)
+        for name, info in runner.inputs.items()
+    )
+
+
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
     """Float values to the integer domain of a tensor (round half to even, saturating)."""
     info = np.iinfo(dtype)
@@ -228,7 +240,22 @@ class ModelRunner:
         return np.asarray(y, dtype=np.float32)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run every sample of ``inputs`` (arrays of shape (N, ...)); return stacked outputs."""
+        """Run every sample of ``inputs`` (float arrays of shape (N, ...)); return stacked float outputs."""
+        return self._run(inputs, self._encode, self._decode)
+
+    def run_raw(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Like :meth:`run`, with inputs and outputs in the tensors' own types (e.g. int8), unconverted."""
+        return self._run(
+            inputs,
+            lambda info, x: np.asarray(x, dtype=np.dtype(info.dtype)),
+            lambda info, y: np.array(y, copy=True),
+        )
+
+    def quantize_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Float samples as the model's input tensors take them (quantized for integer inputs)."""
+        return {name: self._encode(info, inputs[name]) for name, info in self.inputs.items()}
+
+    def _run(self, inputs: Mapping[str, np.ndarray], encode: Any, decode: Any) -> dict[str, np.ndarray]:
         missing = set(self.inputs) - set(inputs)
         if missing:
             raise ModelError(f"no data for model input(s): {', '.join(sorted(missing))}")
@@ -237,8 +264,8 @@ class ModelRunner:
         for i in range(n):
             for name, info in self.inputs.items():
                 sample = np.asarray(inputs[name][i : i + 1])
-                self._interp.set_tensor(info.index, self._encode(info, sample).reshape(info.shape))
+                self._interp.set_tensor(info.index, encode(info, sample).reshape(info.shape))
             self._interp.invoke()
             for name, info in self.outputs.items():
-                results[name].append(self._decode(info, self._interp.get_tensor(info.index)))
+                results[name].append(decode(info, self._interp.get_tensor(info.index)))
         return {name: np.concatenate(parts) if parts else np.empty((0,)) for name, parts in results.items()}

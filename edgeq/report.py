@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from pathlib import Path
 from typing import Any, Iterable
 
 from rich.table import Table
@@ -114,4 +116,251 @@ def conversion_tables(report: ConversionReport) -> list[Any]:
     parts: list[Any] = [table]
     for warning in report.warnings:
         parts.append(Text(f"warning: {warning}", style="yellow"))
+    return parts
+
+
+# --------------------------------------------------------------------------- bench
+
+
+CSV_FIELDS = (
+    "device", "target", "status", "model", "size_bytes", "runtime", "runtime_version", "threads", "xnnpack",
+    "runs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "speedup", "speedup_ci_low",
+    "speedup_ci_high", "throttled", "parity_bit_exact", "verdict", "reason",
+)
+
+
+def bench_rows(report: Any) -> list[dict[str, Any]]:
+    """One row per device and model (a failed device gives one row with its reason)."""
+    rows = []
+    for d in report.devices:
+        base = {"device": d.device, "target": d.target or "", "status": d.status, "reason": d.reason or ""}
+        if d.status != "ok":
+            rows.append({**{k: "" for k in CSV_FIELDS}, **base})
+            continue
+        for run in (d.float32, d.int8):
+            lat = run.latency
+            rows.append(
+                {
+                    **base,
+                    "model": run.label, "size_bytes": run.size_bytes, "runtime": run.runtime,
+                    "runtime_version": run.runtime_version or "", "threads": run.threads, "xnnpack": run.xnnpack,
+                    "runs": lat.count, "p50_ms": f"{lat.p50_ms:.4f}", "p90_ms": f"{lat.p90_ms:.4f}",
+                    "p99_ms": f"{lat.p99_ms:.4f}", "mean_ms": f"{lat.mean_ms:.4f}", "std_ms": f"{lat.std_ms:.4f}",
+                    "min_ms": f"{lat.min_ms:.4f}", "max_ms": f"{lat.max_ms:.4f}",
+                    "speedup": f"{d.speedup.ratio:.4f}", "speedup_ci_low": f"{d.speedup.ci_low:.4f}",
+                    "speedup_ci_high": f"{d.speedup.ci_high:.4f}", "throttled": run.throttled,
+                    "parity_bit_exact": "" if d.parity is None else d.parity.bit_exact, "verdict": d.verdict,
+                }
+            )
+    return rows
+
+
+def bench_csv(report: Any) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(bench_rows(report))
+    return buf.getvalue()
+
+
+def _speedup_text(d: Any) -> str:
+    s = d.speedup
+    return f"{s.ratio:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}]"
+
+
+def _parity_text(d: Any) -> str:
+    return "-" if d.parity is None else _parity_words(d.parity)
+
+
+def bench_markdown(report: Any, figure: str | None = None) -> str:
+    conv = report.conversion or {}
+    lines = [
+        f"# edgeq bench: {report.model}",
+        "",
+        f"- float32 model: {report.float_size_bytes} bytes; int8 model: {report.int8_size_bytes} bytes "
+        f"({report.int8_size_bytes / report.float_size_bytes:.3f} of float)",
+    ]
+    acc = conv.get("accuracy")
+    if acc:
+        lines.append(
+            f"- accuracy on {acc['samples']} labelled samples: float {acc['float_accuracy'] * 100:.2f} %, "
+            f"int8 {acc['quantized_accuracy'] * 100:.2f} % (drop {acc['drop_points']:.2f} points)"
+        )
+    for out in (conv.get("fidelity") or {}).get("outputs", []):
+        top1 = "n/a" if out.get("top1_agreement") is None else f"{out['top1_agreement'] * 100:.2f} %"
+        sqnr = "inf" if out.get("sqnr_db") is None else f"{out['sqnr_db']:.1f} dB"
+        lines.append(f"- fidelity of '{out['name']}' on held-out data: top-1 agreement {top1}, SQNR {sqnr}")
+    lines += [
+        "",
+        "| device | target | runtime | threads | float32 p50 ms | int8 p50 ms | speedup [95 % CI] | parity | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for d in report.devices:
+        if d.status != "ok":
+            lines.append(f"| {d.device} | {d.target or '-'} | - | - | - | - | - | - | {d.status}: {d.reason} |")
+            continue
+        runtime = f"{d.int8.runtime} {d.int8.runtime_version or ''}".strip()
+        flags = " (throttled)" if d.float32.throttled or d.int8.throttled else ""
+        lines.append(
+            f"| {d.device} | {d.target or '-'} | {runtime} | {d.int8.threads} | {d.float32.latency.p50_ms:.3f} | "
+            f"{d.int8.latency.p50_ms:.3f} | {_speedup_text(d)} | {_parity_text(d)} | {d.verdict}{flags} |"
+        )
+    fleet = report.fleet
+    if fleet.devices > 1 and fleet.measured:
+        lines += [
+            "",
+            f"Fleet: {fleet.measured} of {fleet.devices} devices measured; speedup min {fleet.speedup_min:.2f}x, "
+            f"median {fleet.speedup_median:.2f}x, max {fleet.speedup_max:.2f}x.",
+        ]
+        if fleet.outliers:
+            lines.append(f"Outlier devices: {', '.join(fleet.outliers)}.")
+    recommended = [(d, label, p) for d in report.devices for label, p in d.recommended.items()]
+    if recommended:
+        lines += ["", "| device | model | fastest runtime | threads | p50 ms |", "| --- | --- | --- | --- | --- |"]
+        for d, label, p in recommended:
+            lines.append(f"| {d.device} | {label} | {p.runtime} {p.runtime_version or ''} | {p.threads} | {p.p50_ms:.3f} |")
+    if figure:
+        lines += ["", f"![latency and speedup]({figure})"]
+    return "\n".join(lines) + "\n"
+
+
+def bench_figure(report: Any, path: Path) -> None:
+    """Latency distribution per device and model, and the speedup per device with its interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [d for d in report.devices if d.status == "ok"]
+    fig, (ax_lat, ax_speed) = plt.subplots(1, 2, figsize=(11, 1.6 + 0.9 * max(1, len(measured))), gridspec_kw={"width_ratios": [3, 2]})
+    data, labels, colors = [], [], []
+    for d in measured:
+        for run, color in ((d.float32, "#4c72b0"), (d.int8, "#dd8452")):
+            data.append(run.latencies_ms)
+            labels.append(f"{d.device} {run.label}")
+            colors.append(color)
+    if data:
+        boxes = ax_lat.boxplot(data, vert=False, showfliers=False, patch_artist=True, widths=0.6)
+        for patch, color in zip(boxes["boxes"], colors):
+            patch.set_facecolor(color)
+        ax_lat.set_yticks(range(1, len(labels) + 1), labels)
+        ax_lat.invert_yaxis()
+    ax_lat.set_xlabel("latency per inference (ms), whiskers 1.5 IQR")
+    ax_lat.set_title("latency on each device")
+    names = [d.device for d in measured]
+    ratios = [d.speedup.ratio for d in measured]
+    lows = [d.speedup.ratio - d.speedup.ci_low for d in measured]
+    highs = [d.speedup.ci_high - d.speedup.ratio for d in measured]
+    ax_speed.errorbar(ratios, range(len(names)), xerr=[lows, highs], fmt="o", color="#333333", capsize=4)
+    ax_speed.axvline(1.0, color="#c44e52", linestyle="--", linewidth=1)
+    ax_speed.set_yticks(range(len(names)), names)
+    ax_speed.invert_yaxis()
+    ax_speed.set_xlabel("int8 speedup over float32 (p50 ratio, 95 % CI)")
+    ax_speed.set_title("speedup (right of the line: int8 faster)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_bench_reports(report: Any, prefix: Path) -> dict[str, Path]:
+    """Write PREFIX.json, .csv, .md and .png atomically; return them by kind."""
+    from .files import atomic_write_bytes
+
+    paths = {kind: prefix.with_name(prefix.name + "." + kind) for kind in ("json", "csv", "md", "png")}
+    with tempfile_png(paths["png"]) as tmp_png:
+        bench_figure(report, tmp_png)
+        png = tmp_png.read_bytes()
+    atomic_write_bytes(paths["json"], (to_json(report) + "\n").encode())
+    atomic_write_bytes(paths["csv"], bench_csv(report).encode())
+    atomic_write_bytes(paths["md"], bench_markdown(report, figure=paths["png"].name).encode())
+    atomic_write_bytes(paths["png"], png)
+    return paths
+
+
+@contextlib.contextmanager
+def tempfile_png(final: Path):
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgeq-fig-") as tmp:
+        yield Path(tmp) / final.name
+
+
+def probe_table(rows: list[dict[str, Any]]) -> list[Any]:
+    """One row per measured device from ``edgeq probe``; failed devices are listed below with their reason."""
+    table = Table(title="edgeq probe: latency measured on each device", title_justify="left")
+    for col, justify in (
+        ("device", "left"), ("runtime", "left"), ("threads", "right"), ("XNNPACK", "left"), ("runs", "right"),
+        ("p50 / p90 / p99 ms", "right"), ("mean ± std ms", "right"), ("load / first ms", "right"), ("peak MB", "right"),
+    ):
+        table.add_column(col, justify=justify, overflow="fold")
+    notes: list[Any] = []
+    for row in rows:
+        r = row["result"]
+        if r is None:
+            table.add_row(row["device"], Text(row["status"], style="red"), *[""] * 7)
+            notes.append(Text(f"{row['device']}: {row['status']}: {row['reason']}", style="red"))
+            continue
+        lat = r.latency
+        table.add_row(
+            row["device"], f"{r.runtime} {r.runtime_version or ''}".strip(), str(r.threads), "yes" if r.xnnpack else "no",
+            str(lat.count), f"{lat.p50_ms:.3f} / {lat.p90_ms:.3f} / {lat.p99_ms:.3f}", f"{lat.mean_ms:.3f} ± {lat.std_ms:.3f}",
+            f"{r.load_ms:.1f} / {r.first_inference_ms:.2f}", f"{r.peak_rss_mb:.0f}",
+        )
+        if r.throttled:
+            notes.append(Text(f"{row['device']}: THROTTLED: {r.throttle_reason}", style="yellow"))
+        if row.get("parity") is not None:
+            notes.append(Text(f"{row['device']}: parity: {_parity_words(row['parity'])}", style="green" if row["parity"].bit_exact else "yellow"))
+    return [table, *notes]
+
+
+def _parity_words(parity: Any) -> str:
+    if parity.bit_exact:
+        return "bit-exact with the host"
+    worst = max(v["max_abs_diff"] for v in parity.outputs.values())
+    share = max(v["mismatched"] for v in parity.outputs.values())
+    return f"differs from the host on {share * 100:.1f} % of values (max {worst:g})"
+
+
+def bench_tables(report: Any) -> list[Any]:
+    """The per-device comparison and the verdicts of ``edgeq bench``."""
+    table = Table(title=f"edgeq bench: {report.model}", title_justify="left")
+    for col, justify in (
+        ("device", "left"), ("runtime", "left"), ("threads", "right"), ("float32 p50 ms", "right"),
+        ("int8 p50 ms", "right"), ("speedup [95 % CI]", "right"), ("parity", "left"),
+    ):
+        table.add_column(col, justify=justify, overflow="fold")
+    verdicts: list[Any] = []
+    for d in report.devices:
+        if d.status != "ok":
+            table.add_row(d.device, Text(d.status, style="red"), "", "", "", "", "")
+            verdicts.append(Text(f"{d.device}: {d.status}: {d.reason}", style="red"))
+            continue
+        runtime = f"{d.int8.runtime} {d.int8.runtime_version or ''}".strip() + (" +XNNPACK" if d.int8.xnnpack else "")
+        table.add_row(
+            d.device, runtime, str(d.int8.threads), f"{d.float32.latency.p50_ms:.3f}", f"{d.int8.latency.p50_ms:.3f}",
+            _speedup_text(d), _parity_text(d),
+        )
+        style = "green" if d.speedup.ci_low > 1.0 else "yellow"
+        line = f"{d.device}: {d.verdict}"
+        if d.float32.throttled or d.int8.throttled:
+            line += f" (THROTTLED: {(d.float32.throttle_reason or d.int8.throttle_reason)})"
+        verdicts.append(Text(line, style=style))
+        for label, point in d.recommended.items():
+            verdicts.append(Text(f"  fastest for {label}: {point.runtime} {point.runtime_version or ''} with {point.threads} thread(s), p50 {point.p50_ms:.3f} ms"))
+    sizes = Text(
+        f"sizes: float32 {report.float_size_bytes} B, int8 {report.int8_size_bytes} B "
+        f"({report.int8_size_bytes / report.float_size_bytes:.3f} of float)"
+    )
+    parts: list[Any] = [table, sizes, *verdicts]
+    acc = (report.conversion or {}).get("accuracy")
+    if acc:
+        parts.append(Text(f"accuracy: float {acc['float_accuracy'] * 100:.2f} %, int8 {acc['quantized_accuracy'] * 100:.2f} % (drop {acc['drop_points']:.2f} points)"))
+    fleet = report.fleet
+    if fleet.devices > 1 and fleet.measured:
+        parts.append(Text(f"fleet: speedup min {fleet.speedup_min:.2f}x, median {fleet.speedup_median:.2f}x, max {fleet.speedup_max:.2f}x over {fleet.measured} devices"))
+        if fleet.outliers:
+            parts.append(Text(f"outlier devices: {', '.join(fleet.outliers)}", style="yellow"))
     return parts

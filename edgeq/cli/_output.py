@@ -11,7 +11,10 @@ from rich.console import Console
 
 
 def out_console() -> Console:
-    return Console(soft_wrap=False, highlight=False)
+    console = Console(soft_wrap=False, highlight=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = 140  # piped or captured: a file is read later, wide tables should not fold
+    return console
 
 
 def print_renderables(parts: list[Any]) -> None:

@@ -34,6 +34,9 @@ __all__ = [
     "parse_probe_output",
     "result_from_document",
     "compare_parity",
+    "summarize_latencies",
+    "ensure_probe",
+    "run_probe",
 ]
 
 PROBE_FILE = Path(__file__).with_name("device.py")
@@ -54,7 +57,6 @@ class ProbeOptions:
     max_s: float = 120.0
     warmup_runs: int = 5
     warmup_min_s: float = 0.5
-    threads: int | None = None  # None: the target's default, else all cores
     runtime: str | None = None  # force one; None: first installed of ``prefer``
     prefer: tuple[str, ...] = DEFAULT_RUNTIMES
     timeout_s: float = 300.0
@@ -130,6 +132,22 @@ class Parity:
 
     bit_exact: bool
     outputs: dict[str, dict[str, float]]  # name -> {"mismatched": fraction, "max_abs_diff": raw units}
+
+
+def summarize_latencies(latencies_ms: Sequence[float]) -> LatencyStats:
+    """The probe's summary (numpy's linear percentiles, sample standard deviation) of any latency list."""
+    x = np.asarray(latencies_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return LatencyStats(
+        count=int(x.size),
+        min_ms=float(x.min()),
+        mean_ms=float(x.mean()),
+        std_ms=float(x.std(ddof=1)) if x.size > 1 else 0.0,
+        p50_ms=float(p50),
+        p90_ms=float(p90),
+        p99_ms=float(p99),
+        max_ms=float(x.max()),
+    )
 
 
 def probe_source() -> bytes:
@@ -276,3 +294,58 @@ def compare_parity(host: Mapping[str, np.ndarray], device: Sequence[OutputTensor
             "max_abs_diff": float(diff.max()) if diff.size else 0.0,
         }
     return Parity(bit_exact=exact, outputs=report)
+
+
+def _remote_join(*parts: str) -> str:
+    return "/".join(p.rstrip("/") for p in parts if p)
+
+
+def ensure_probe(conn: Any, remote_dir: str) -> str:
+    """Copy the probe program to the device once per version (cached by its hash); return its path."""
+    path = _remote_join(remote_dir, "probe", f"edgeq_probe_{probe_digest()}.py")
+    if not conn.run(f"test -f {shlex.quote(path)}", check=False).ok:
+        conn.put(PROBE_FILE, path)
+    return path
+
+
+def _ensure_samples(conn: Any, remote_dir: str, samples: Path) -> str:
+    digest = hashlib.sha256(samples.read_bytes()).hexdigest()[:16]
+    path = _remote_join(remote_dir, "probe", f"samples_{digest}.npz")
+    if not conn.run(f"test -f {shlex.quote(path)}", check=False).ok:
+        conn.put(samples, path)
+    return path
+
+
+def run_probe(
+    conn: Any,
+    device: str,
+    remote_model: str,
+    options: ProbeOptions = ProbeOptions(),
+    *,
+    python: str = "python3",
+    remote_dir: str = "edgeq",
+    threads: int | None = None,
+    samples: Path | None = None,
+    return_outputs: bool = False,
+) -> ProbeResult:
+    """Run the probe on ``remote_model`` (a path on the device) through ``conn``; parse its result.
+
+    A probe that overruns ``options.timeout_s`` is stopped on the device and
+    raises RemoteCommandError; one that crashes or prints no readable result
+    raises RemoteCommandError / ProbeOutputError naming the device.
+    """
+    script = ensure_probe(conn, remote_dir)
+    remote_samples = _ensure_samples(conn, remote_dir, Path(samples)) if samples is not None else None
+    command = probe_command(python, script, remote_model, options, threads, remote_samples, return_outputs)
+    result = conn.run(command, timeout_s=options.timeout_s, check=False)
+    try:
+        document = parse_probe_output(result.stdout, device)
+    except ProbeOutputError as exc:
+        if result.exit_status != 0:  # no result and a failure: the device's own words say more
+            detail = (result.stderr.strip().splitlines() or [f"exit status {result.exit_status}"])[-1]
+            raise RemoteCommandError(
+                f"{device}: the probe did not run ({detail[-300:]})",
+                hint=f"check that `{python}` with numpy and a TFLite runtime works on the device (edgeq targets detect)",
+            ) from exc
+        raise
+    return result_from_document(document, device)
