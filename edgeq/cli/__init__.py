@@ -55,7 +55,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     from . import convert as _convert  # noqa: F401 - registers its commands on `cli`
+    from . import deploy as _deploy, detect as _detect  # noqa: F401 - deploy, status, rollback, remove; targets detect
     from . import targets as _targets  # noqa: F401 - registers `edgeq targets`
+    from . import probe as _probe  # noqa: F401 - probe, bench
 
 
 _register()

@@ -1,0 +1,195 @@
+"""``edgeq deploy``, ``edgeq status``, ``edgeq rollback``, ``edgeq remove``: models on devices and fleets.
+
+Exit status: 0 when every device succeeded (ok or unchanged); 12 (PartialFailure)
+when one or more devices failed, were unreachable or were skipped after a
+failed canary; the table (or ``--json``) says which and why. Problems found
+before any device is contacted keep their own codes: 2 usage, 1 bad model
+name or inventory, 3 target file, 5 model file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import cli
+from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
+from ._output import print_renderables
+
+_FLEET_HELP = """
+\b
+Exit status: 0 when every device succeeded; 12 when any device failed,
+was unreachable or was skipped (each device's reason is in the table).
+"""
+
+
+@cli.command("deploy", epilog=_FLEET_HELP)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--name", help="Name of the model on the devices [default: the file name without .tflite]. Letters, digits, '.', '_', '-'.")
+@click.option("--keep", type=click.IntRange(min=1), default=None, help="Versions kept on each device, the active one included [default: the target's keep_versions, else 3].")
+@click.option("--canary", type=click.IntRange(min=0), default=0, show_default=True, help="Deploy to the first N devices first; stop the rollout if any of them fails.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON on stdout.")
+@device_options
+def deploy_cmd(model: Path, name: str | None, keep: int | None, canary: int, as_json: bool, devices: DeviceOptions) -> None:
+    """Deploy MODEL (.tflite) to one device or a fleet: verified, atomic, versioned.
+
+    The model goes to <remote_dir>/models/<name>/<version>/ on each device,
+    the version being the first 12 hex digits of its sha256. It is uploaded
+    under a temporary name, its sha256 is computed on the device and compared,
+    it is flushed to disk and renamed into place; only then does the `current`
+    link switch to it, atomically. A version already on the device (and
+    intact) is not uploaded again. The last --keep versions are kept.
+
+    \b
+    Examples:
+      edgeq deploy digits_int8.tflite --host pi@10.0.0.5 --target rpi4b
+      edgeq deploy digits_int8.tflite -i fleet.yml --limit kitchen --canary 2
+    """
+    from ..deploy import deploy_fleet, prepare_model
+
+    prepared = prepare_model(model, name)  # name and file checked before any connection
+    found = devices.resolve()
+    with FleetProgress(len(found), action="deploy", total_bytes=prepared.size_bytes) as ui:
+        fleet = deploy_fleet(found, prepared, connect=devices.connector(ui), keep=keep, options=devices.fleet_options(canary), events=ui)
+    _show(fleet, as_json)
+    raise_for_fleet(fleet)
+
+
+@cli.command("status", epilog=_FLEET_HELP)
+@click.option("--name", required=True, help="The model's name on the devices.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON on stdout.")
+@device_options
+def status_cmd(name: str, as_json: bool, devices: DeviceOptions) -> None:
+    """Show each device's active version of a model and whether its file still matches its sha256.
+
+    A device fails the check (exit 12) when the model is absent, has no active
+    version, or its active file no longer matches the hash recorded when it
+    was deployed.
+    """
+    from ..deploy import status_fleet, validate_model_name
+
+    validate_model_name(name)
+    found = devices.resolve()
+    with FleetProgress(len(found), action="status") as ui:
+        fleet = status_fleet(found, name, connect=devices.connector(ui), options=devices.fleet_options(), events=ui)
+    _show(fleet, as_json)
+    raise_for_fleet(fleet)
+
+
+@cli.command("rollback", epilog=_FLEET_HELP)
+@click.option("--name", required=True, help="The model's name on the devices.")
+@click.option("--to", "to", metavar="VERSION", help="Version to switch to (a unique prefix of 4+ hex digits) [default: the version active before the current one].")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON on stdout.")
+@device_options
+def rollback_cmd(name: str, to: str | None, as_json: bool, devices: DeviceOptions) -> None:
+    """Switch a model back to the previously active version (or --to VERSION), atomically.
+
+    The version switched to is verified against its sha256 on the device
+    first; a damaged version is refused and the active one left as it is.
+    """
+    from ..deploy import rollback_fleet, validate_model_name
+
+    validate_model_name(name)
+    found = devices.resolve()
+    with FleetProgress(len(found), action="rollback") as ui:
+        fleet = rollback_fleet(found, name, to=to, connect=devices.connector(ui), options=devices.fleet_options(), events=ui)
+    _show(fleet, as_json)
+    raise_for_fleet(fleet)
+
+
+@cli.command("remove", epilog=_FLEET_HELP)
+@click.option("--name", required=True, help="The model's name on the devices.")
+@click.option("--version", "versions", multiple=True, metavar="VERSION", help="Remove this version (repeatable; never the active one).")
+@click.option("--all", "remove_all", is_flag=True, help="Remove the model entirely: every version, the current link and the manifest.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON on stdout.")
+@device_options
+def remove_cmd(name: str, versions: tuple[str, ...], remove_all: bool, as_json: bool, devices: DeviceOptions) -> None:
+    """Delete a model's versions from devices: --version V (not the active one) or --all."""
+    from ..deploy import remove_fleet, validate_model_name
+
+    if bool(versions) == remove_all:
+        raise click.UsageError("give --version VERSION (repeatable) or --all")
+    validate_model_name(name)
+    found = devices.resolve()
+    with FleetProgress(len(found), action="remove") as ui:
+        fleet = remove_fleet(found, name, versions=versions, connect=devices.connector(ui), options=devices.fleet_options(), events=ui)
+    _show(fleet, as_json)
+    raise_for_fleet(fleet)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+_STYLE = {"ok": "green", "unchanged": "cyan", "failed": "red", "unreachable": "red", "skipped": "yellow"}
+
+
+def _show(fleet: Any, as_json: bool) -> None:
+    if as_json:
+        import json
+
+        click.echo(json.dumps(fleet.to_dict(), indent=2))
+        return
+    print_renderables([_table(fleet), *_notes(fleet), _summary(fleet)])
+
+
+def _table(fleet: Any) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    action = fleet.action
+    title = f"{action} {fleet.model}" + (f" {fleet.version}" if fleet.version and action == "deploy" else "")
+    table = Table(title=title, title_justify="left")
+    table.add_column("device", overflow="fold")
+    table.add_column("result", no_wrap=True)
+    columns = {
+        "deploy": ("version", "previous", "sent", "time"),
+        "status": ("active", "intact", "deployed", "versions"),
+        "rollback": ("active", "previous"),
+        "remove": ("removed", "active"),
+    }[action]
+    for column in columns:
+        if column in ("sent", "time", "versions"):
+            table.add_column(column, justify="right", no_wrap=True)
+        elif column in ("version", "previous", "active"):
+            table.add_column(column, no_wrap=True, min_width=12)
+        else:
+            table.add_column(column, overflow="fold")
+    for r in fleet.results:
+        cells = [r.device, Text(r.status.value, style=_STYLE.get(r.status.value, ""))]
+        if action == "deploy":
+            cells += [r.version or "", r.previous or "", _size(r.bytes_sent), f"{r.seconds:.1f} s"]
+        elif action == "status":
+            state = r.state
+            active = next((v for v in state.versions if v.active), None) if state else None
+            intact = "" if state is None or state.intact is None else ("yes" if state.intact else "NO")
+            cells += [(state.current or "") if state else "", intact, (active.deployed_at or "") if active else "", str(len(state.versions)) if state else ""]
+        elif action == "rollback":
+            cells += [r.version or "", r.previous or ""]
+        else:
+            cells += [" ".join(r.removed), r.version or ""]
+        table.add_row(*cells)
+    return table
+
+
+def _notes(fleet: Any) -> list[str]:
+    """Each device's reason and warnings, in full, under the table."""
+    lines = []
+    for r in fleet.results:
+        where = r.device if r.device == r.destination else f"{r.device} ({r.destination})"
+        for text in filter(None, [r.reason, *r.warnings]):
+            lines.append(f"{where}: {text}")
+    return lines
+
+
+def _summary(fleet: Any) -> str:
+    counts = ", ".join(f"{n} {status}" for status, n in fleet.counts().items() if n)
+    total = len(fleet.results)
+    return f"{total} device{'s' if total != 1 else ''}: {counts} ({fleet.seconds:.1f} s)"
+
+
+def _size(size: int) -> str:
+    if not size:
+        return "0"
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"

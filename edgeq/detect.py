@@ -1,0 +1,328 @@
+"""What a device is: its facts read over a connection, the target that matches them, or a target file to save.
+
+One remote command reads ``uname -m`` (and the userland's word size, so a
+32-bit OS on a 64-bit kernel is ``armv7l``), /proc/device-tree/model,
+/proc/cpuinfo, the CPU count and maximum clock, /proc/meminfo,
+/etc/os-release, and asks the device's Python for its version and for the
+TFLite runtimes it can import (``ai_edge_litert`` and ``tflite_runtime`` are
+imported for real, which catches broken installs such as a NumPy ABI
+mismatch; TensorFlow, whose import takes many seconds on a board, is only
+looked up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import re
+import shlex
+from typing import Any, Iterable, Sequence
+
+from .errors import ProbeOutputError
+from .types import to_jsonable
+
+__all__ = ["DeviceFacts", "TargetMatch", "Detection", "read_facts", "parse_facts", "match_targets", "detect_device", "suggest_target_toml"]
+
+_FACTS_PY = r"""
+import importlib, json, platform, struct, sys
+out = {"version": platform.python_version(), "executable": sys.executable, "bits": struct.calcsize("P") * 8, "runtimes": {}, "broken": {}}
+try:
+    from importlib import metadata
+except ImportError:
+    metadata = None
+def version(*names):
+    for name in names:
+        try:
+            return metadata.version(name) if metadata else None
+        except Exception:
+            pass
+    return None
+import importlib.util
+for key, module, dists, load in (
+    ("ai-edge-litert", "ai_edge_litert", ("ai-edge-litert", "ai_edge_litert"), "ai_edge_litert.interpreter"),
+    ("tflite-runtime", "tflite_runtime", ("tflite-runtime", "tflite_runtime"), "tflite_runtime.interpreter"),
+    ("tensorflow", "tensorflow", ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tf-nightly"), None),
+    ("numpy", "numpy", ("numpy",), None),
+):
+    try:
+        if importlib.util.find_spec(module) is None:
+            continue
+        if load:
+            importlib.import_module(load)
+    except Exception as exc:
+        out["broken"][key] = (type(exc).__name__ + ": " + str(exc))[:300]
+        continue
+    out["runtimes"][key] = version(*dists) or "installed"
+print(json.dumps(out))
+"""
+
+_FACTS_SH = r"""
+py=$1
+s() { printf '@@%s\n' "$1"; }
+s uname; uname -m; uname -r; getconf LONG_BIT 2>/dev/null || echo
+s model; if [ -r /proc/device-tree/model ]; then tr -d '\000' < /proc/device-tree/model; echo; fi
+s cpuinfo; cat /proc/cpuinfo 2>/dev/null
+s nproc; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || grep -c '^processor' /proc/cpuinfo
+s maxfreq; cat /sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq 2>/dev/null || true
+s meminfo; head -n 5 /proc/meminfo 2>/dev/null
+s os-release; cat /etc/os-release 2>/dev/null
+s python; if command -v "$py" >/dev/null 2>&1; then command -v "$py"; "$py" -c "$2" 2>&1 | tail -n 1; else echo "-"; fi
+s end
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceFacts:
+    """What was read on one device."""
+
+    device: str
+    arch: str  # userland architecture, in the targets' spelling
+    kernel_arch: str  # uname -m
+    kernel: str
+    board: str | None  # /proc/device-tree/model, e.g. "Raspberry Pi 4 Model B Rev 1.4"
+    cpu_model: str | None  # "Cortex-A72", or x86's model name
+    cpu_features: tuple[str, ...]
+    cores: int | None
+    max_clock_mhz: int | None
+    memory_mb: int | None  # MemTotal, in MiB (less than the nominal size)
+    os: str | None  # PRETTY_NAME
+    python: str | None  # path of the device's Python; None: not found
+    python_version: str | None
+    runtimes: dict[str, str]  # "tflite-runtime" -> "2.14.0"; numpy too
+    broken_runtimes: dict[str, str]  # installed but failing to import: the error
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetMatch:
+    """How well one target describes the device; ``notes`` says what differs."""
+
+    target: str
+    score: int
+    specific: bool  # the target names this CPU model and core count (not a generic one)
+    notes: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    """A device's facts, the targets that fit (best first) and a target file to save when none is specific."""
+
+    facts: DeviceFacts
+    matches: tuple[TargetMatch, ...]
+    toml: str | None  # set when no specific target matches
+
+    @property
+    def best(self) -> TargetMatch | None:
+        return self.matches[0] if self.matches else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = to_jsonable(self)
+        data["best"] = self.best.target if self.best and self.best.specific else None
+        return data
+
+
+def read_facts(conn: Any, device: Any) -> DeviceFacts:
+    """Run the facts script on the device (one command) and parse what it printed."""
+    python = getattr(device, "python", None) or "python3"
+    command = "sh -c " + shlex.quote(_FACTS_SH) + " edgeq-detect " + shlex.quote(python) + " " + shlex.quote(_FACTS_PY)
+    result = conn.run(command, conn.options.command_timeout_s)
+    return parse_facts(result.stdout, device=getattr(device, "name", "device"))
+
+
+def parse_facts(text: str, device: str = "device") -> DeviceFacts:
+    """Parse the facts script's output (``@@section`` markers); ProbeOutputError if it is not that."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("@@") and re.fullmatch(r"@@[a-z-]+", line):
+            current = line[2:]
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    if "end" not in sections or "uname" not in sections:
+        raise ProbeOutputError(f"{device}: the device's answer to `targets detect` is incomplete", hint="is it a Linux device with a POSIX shell?")
+    from .targets import cpu_facts_from_cpuinfo, machine_arch
+
+    uname = sections["uname"] + ["", "", ""]
+    kernel_arch = uname[0].strip()
+    arch = machine_arch(kernel_arch)
+    python_lines = sections.get("python", [])
+    python_path = python_lines[0].strip() if python_lines and python_lines[0].strip() != "-" else None
+    info: dict[str, Any] = {}
+    if python_path and len(python_lines) > 1:
+        try:
+            info = json.loads(python_lines[-1])
+        except json.JSONDecodeError:
+            info = {}
+    bits = uname[2].strip() or str(info.get("bits") or "")
+    if bits == "32" and arch == "aarch64":
+        arch = "armv7l"  # a 32-bit userland (Raspberry Pi OS 32-bit) on a 64-bit kernel
+    elif bits == "32" and arch == "x86_64":
+        arch = "i686"
+    cpuinfo = "\n".join(sections.get("cpuinfo", []))
+    cpu_model, features = cpu_facts_from_cpuinfo(cpuinfo, arch)
+    cores = _first_int(sections.get("nproc", []))
+    khz = _first_int(sections.get("maxfreq", []))
+    memory_kb = None
+    for line in sections.get("meminfo", []):
+        if line.startswith("MemTotal:"):
+            memory_kb = _first_int([line.split(":", 1)[1].split()[0]])
+    release = dict(_os_release(sections.get("os-release", [])))
+    board = " ".join(sections.get("model", [])).strip() or None
+    return DeviceFacts(
+        device=device,
+        arch=arch,
+        kernel_arch=kernel_arch,
+        kernel=uname[1].strip(),
+        board=board,
+        cpu_model=cpu_model,
+        cpu_features=tuple(features),
+        cores=cores,
+        max_clock_mhz=khz // 1000 if khz else None,
+        memory_mb=memory_kb // 1024 if memory_kb else None,
+        os=release.get("PRETTY_NAME") or release.get("NAME"),
+        python=python_path,
+        python_version=info.get("version"),
+        runtimes={k: str(v) for k, v in (info.get("runtimes") or {}).items()},
+        broken_runtimes={k: str(v) for k, v in (info.get("broken") or {}).items()},
+    )
+
+
+def _first_int(lines: Iterable[str]) -> int | None:
+    for line in lines:
+        text = line.strip()
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+def _os_release(lines: Iterable[str]) -> Iterable[tuple[str, str]]:
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep:
+            yield key.strip(), value.strip().strip('"').strip("'")
+
+
+def _board_words(text: str) -> str:
+    text = re.sub(r"\s+rev\s+[\w.]+$", "", text.strip(), flags=re.IGNORECASE)
+    return re.sub(r"\s+", " ", text).lower()
+
+
+def match_targets(facts: DeviceFacts, targets: Sequence[Any]) -> tuple[TargetMatch, ...]:
+    """Targets that can describe the device, best first. A target is out when its arch, CPU or core count differ, or it claims ISA features the device lacks."""
+    found: list[TargetMatch] = []
+    for target in targets:
+        if target.deploy.transport == "local" or target.arch != facts.arch:
+            continue
+        notes: list[str] = []
+        score = 0
+        missing = [f for f in target.cpu.features if f not in facts.cpu_features]
+        if missing and facts.cpu_features:
+            continue
+        specific = target.cpu.cores is not None
+        if facts.cpu_model and target.cpu.model.lower() == facts.cpu_model.lower():
+            score += 4
+        elif specific and facts.cpu_model:
+            continue
+        if target.cpu.cores is not None and facts.cores is not None:
+            if target.cpu.cores != facts.cores:
+                continue
+            score += 2
+        if facts.board and _board_words(facts.board) and _board_words(facts.board) in target.description.lower():
+            score += 3
+        if target.cpu.max_clock_mhz and facts.max_clock_mhz:
+            if abs(target.cpu.max_clock_mhz - facts.max_clock_mhz) <= 0.1 * target.cpu.max_clock_mhz:
+                score += 1
+            else:
+                notes.append(f"its clock is {facts.max_clock_mhz} MHz, the target says {target.cpu.max_clock_mhz}")
+        if target.memory_mb and facts.memory_mb:
+            if facts.memory_mb >= 0.75 * target.memory_mb:
+                score += 1
+            else:
+                notes.append(f"it has {facts.memory_mb} MiB, the target assumes {target.memory_mb}")
+        installed = [r for r in target.runtimes if r in facts.runtimes]
+        if installed:
+            score += 1
+        else:
+            notes.append("none of the target's runtimes is installed (" + ", ".join(target.runtimes) + ")")
+        found.append(TargetMatch(target=target.name, score=score, specific=specific and score >= 6, notes=tuple(notes)))
+    return tuple(sorted(found, key=lambda m: (-m.score, not m.specific, m.target)))
+
+
+def detect_device(conn: Any, device: Any, targets: Sequence[Any], *, name: str | None = None) -> Detection:
+    """Read a device's facts and match them against ``targets`` (``edgeq.targets.list_targets()``).
+
+    When no specific target fits, ``toml`` is a target file named ``name``
+    (default: from the board or the device) extending the closest generic one.
+    """
+    facts = read_facts(conn, device)
+    matches = match_targets(facts, targets)
+    toml = None
+    if not (matches and matches[0].specific):
+        generic = next((m.target for m in matches if not m.specific), None)
+        toml = suggest_target_toml(facts, extends=generic, name=name)
+    return Detection(facts=facts, matches=matches, toml=toml)
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def suggest_target_toml(facts: DeviceFacts, extends: str | None = None, name: str | None = None) -> str:
+    """A target file describing the device, to check and save (``~/.config/edgeq/targets/NAME.toml``).
+
+    With ``extends`` (a generic target of the same arch) only what was
+    detected is written; the rest (quantization, deploy, delegates) is inherited.
+    """
+    from .targets import RUNTIMES
+
+    base = name or _slug(facts.board or facts.device) or "my-device"
+    runtimes = [r for r in RUNTIMES if r in facts.runtimes] or list(RUNTIMES)
+    today = _dt.date.today().isoformat()
+    lines = [
+        f"# Written by `edgeq targets detect` from {facts.device} on {today}. Check every value, then save as",
+        f"# ~/.config/edgeq/targets/{base}.toml (the file name must be the name below).",
+        "",
+        f"name = {_toml_string(base)}",
+    ]
+    if extends:
+        lines.append(f"extends = {_toml_string(extends)}")
+    description = facts.board or f"{facts.cpu_model or facts.arch} device"
+    lines += [
+        f"description = {_toml_string(description + ' (detected)')}",
+        f"arch = {_toml_string(facts.arch)}",
+        f"memory_mb = {facts.memory_mb}" if facts.memory_mb else 'memory_mb = "unknown"',
+        f"os = {_toml_string(facts.os or 'Linux')}",
+        f"python = {_toml_string(facts.python or 'python3')}",
+        "runtimes = [" + ", ".join(_toml_string(r) for r in runtimes) + "]" + ("" if facts.runtimes else "  # none found on the device"),
+        f"default_threads = {facts.cores or 1}",
+    ]
+    if not extends:
+        lines.append('delegates = ["xnnpack"]')
+    lines += [
+        "",
+        "[cpu]",
+        f"model = {_toml_string(facts.cpu_model or 'unknown')}",
+        f"cores = {facts.cores}" if facts.cores else 'cores = "unknown"',
+        f"max_clock_mhz = {facts.max_clock_mhz}" if facts.max_clock_mhz else 'max_clock_mhz = "unknown"',
+        "features = [" + ", ".join(_toml_string(f) for f in facts.cpu_features) + "]",
+    ]
+    if not extends:
+        lines += [
+            "",
+            "[quantization]",
+            'modes = ["int8", "int16x8", "dynamic", "float16", "float32"]',
+            'io_types = ["int8", "uint8", "int16", "float32"]',
+            "per_channel = true",
+            "",
+            "[deploy]",
+            'transport = "ssh"',
+            'remote_dir = "edgeq"',
+            "keep_versions = 3",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _slug(text: str) -> str:
+    text = re.sub(r"\s+rev\s+[\w.]+$", "", text.strip(), flags=re.IGNORECASE)
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48]

@@ -1,0 +1,377 @@
+"""The SSH layer against real OpenSSH servers on loopback (real paramiko, no mocks), and the local twin.
+
+The same checks run over ``SSHConnection`` and ``LocalConnection`` where the
+behaviour is shared (commands, stdin, draining, timeouts, put).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shlex
+import socket
+import subprocess
+import time
+
+import paramiko
+import pytest
+
+from _remote import options, ssh
+from edgeq.connection import (
+    CommandResult,
+    ConnectOptions,
+    Connection,
+    LocalConnection,
+    SSHConnection,
+    fingerprint_sha256,
+    known_hosts_token,
+    map_ssh_error,
+    read_ssh_config,
+)
+from edgeq.errors import DeviceAuthError, DeviceUnreachableError, HostKeyError, RemoteCommandError
+
+pytestmark = pytest.mark.usefixtures("isolated_home")
+
+
+@pytest.fixture(params=["ssh", "local"])
+def conn(request, tmp_path):
+    """An open connection: to the session's shared sshd device, or to this machine (a home of its own)."""
+    if request.param == "ssh":
+        device = request.getfixturevalue("shared_device")
+        connection = ssh(device, command_timeout_s=20)
+    else:
+        home = tmp_path / "local-home"
+        home.mkdir()
+        connection = LocalConnection(home=home, options=options(command_timeout_s=20))
+    with connection:
+        yield connection
+
+
+def _live(pattern: str) -> list[str]:
+    """Command lines of live (non-zombie) processes containing ``pattern``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmd = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if pattern in cmd and "pytest" not in cmd:
+            found.append(cmd)
+    return found
+
+
+# --------------------------------------------------------------------------- commands (SSH and local)
+
+
+def test_both_implement_the_protocol(conn):
+    assert isinstance(conn, Connection)
+
+
+def test_run_returns_exit_status_stdout_and_stderr(conn):
+    result = conn.run("echo out; echo err >&2; exit 3", check=False)
+    assert isinstance(result, CommandResult)
+    assert (result.exit_status, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    with pytest.raises(RemoteCommandError, match="exit status 3: err"):
+        conn.run("echo err >&2; exit 3")
+
+
+def test_commands_run_in_the_home_directory(conn):
+    home = conn.run("pwd").stdout.strip()
+    assert home == conn.run('printf %s "$HOME"').stdout
+
+
+def test_stdin_reaches_the_command(conn):
+    data = os.urandom(3_000_000)
+    result = conn.run("wc -c; sha256sum", stdin=data)
+    assert result.stdout.split()[0] == str(len(data))
+
+
+def test_large_stdout_and_stderr_together_do_not_deadlock(conn):
+    # both streams far beyond the channel window and pipe buffers: read together or it hangs
+    result = conn.run("head -c 4000000 /dev/zero | tr '\\0' o; head -c 4000000 /dev/zero | tr '\\0' e >&2", timeout_s=20)
+    assert len(result.stdout) == 4_000_000 and len(result.stderr) == 4_000_000
+
+
+def test_a_command_over_its_timeout_is_stopped_on_the_device(conn):
+    started = time.monotonic()
+    with pytest.raises(RemoteCommandError, match="did not finish within 1 s"):
+        # a child that ignores SIGTERM too: the whole process group is killed 2 s later
+        conn.run("sleep 4201 & (trap '' TERM; sleep 4202) & sleep 4203; wait", timeout_s=1)
+    # bounds, not benchmarks: the timeout (1 s), the KILL 2 s later, and the client's grace period (5 s)
+    assert time.monotonic() - started < 1 + 2 + 5
+    deadline = time.monotonic() + 5
+    while _live("sleep 420") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _live("sleep 420") == []
+
+
+def test_put_is_atomic_checks_the_size_and_reports_progress(conn, tmp_path):
+    source = tmp_path / "model file.bin"
+    source.write_bytes(os.urandom(1_500_000))
+    seen = []
+    name = "dir with space/it's \"quoted\" $(not run).bin"
+    sent = conn.put(source, name, progress=lambda done, total: seen.append((done, total)))
+    assert sent == 1_500_000 and seen[-1] == (1_500_000, 1_500_000)
+    listing = conn.run(f"ls -a {shlex.quote('dir with space')}").stdout
+    assert ".part" not in listing and "it's" in listing
+    digest = conn.run(f"sha256sum < {shlex.quote(name)}").stdout.split()[0]
+    assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_quoting_keeps_shell_syntax_inert(conn):
+    value = "a b'c\"$(touch pwned)`touch pwned2`;rm -rf x"
+    assert conn.run(f"printf %s {shlex.quote(value)}").stdout == value
+    assert "pwned" not in conn.run("ls").stdout
+
+
+# --------------------------------------------------------------------------- the SSH connection
+
+
+def test_opens_lazily_and_reuses_one_transport(device):
+    conn = ssh(device)
+    log_before = device.server.log.read_text().count("Accepted publickey")
+    assert conn._client is None  # nothing happens before the first use
+    with conn:
+        transport = conn.transport
+        for _ in range(3):
+            conn.run("true")
+        conn.put(device.known_hosts, "copied")
+        assert conn.transport is transport
+    assert device.server.log.read_text().count("Accepted publickey") - log_before == 1
+
+
+def test_unknown_host_is_refused_with_its_fingerprint_and_the_way_to_trust_it(device, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.touch()
+    with pytest.raises(HostKeyError) as info:
+        ssh(device, known_hosts=empty).run("true")
+    assert device.fingerprint in info.value.message
+    assert f"[{device.host}]:{device.port}" in info.value.message
+    assert "--trust-new-hosts" in info.value.hint and f"ssh-keyscan -p {device.port} {device.host}" in info.value.hint
+    assert empty.read_text() == ""  # nothing accepted silently
+
+
+def test_fingerprint_is_openssh_format(device):
+    keygen = subprocess.run(["ssh-keygen", "-lf", str(device.host_key.path) + ".pub"], capture_output=True, text=True, check=True)
+    key = paramiko.Ed25519Key.from_private_key_file(str(device.host_key.path))
+    assert fingerprint_sha256(key) == keygen.stdout.split()[1] == device.fingerprint
+
+
+def test_trust_new_hosts_adds_the_key_like_accept_new(device, tmp_path):
+    known = tmp_path / "kh" / "known_hosts"
+    added = []
+    conn = ssh(device, known_hosts=known, trust_new_hosts=True, host_key_added=lambda *a: added.append(a))
+    with conn:
+        conn.run("true")
+    lines = known.read_text().splitlines()
+    assert lines == [device.known_hosts_line()]
+    assert added == [(f"[{device.host}]:{device.port}", f"ssh-ed25519 {device.fingerprint}", str(known))]
+    assert oct(known.stat().st_mode & 0o777) == "0o600"
+    with ssh(device, known_hosts=known) as again:  # now known: no trust needed, nothing appended
+        again.run("true")
+    assert known.read_text().splitlines() == lines
+
+
+def test_trust_new_hosts_writes_to_the_user_file_without_known_hosts(device, isolated_home):
+    conn = ssh(device, known_hosts=None, trust_new_hosts=True)
+    with conn:
+        conn.run("true")
+    assert (isolated_home / ".ssh" / "known_hosts").read_text().strip() == device.known_hosts_line()
+
+
+def test_a_changed_host_key_is_always_refused(device, known_hosts_for, tmp_path):
+    from sshd import make_key
+
+    other = make_key(tmp_path / "other_host_key")
+    known = known_hosts_for(extra_lines=(device.known_hosts_line(key=other),))
+    for trust in (False, True):
+        with pytest.raises(HostKeyError, match="HOST KEY CHANGED") as info:
+            ssh(device, known_hosts=known, trust_new_hosts=trust).run("true")
+        assert device.fingerprint in info.value.message and other.fingerprint in info.value.message
+        assert "ssh-keygen -R" in info.value.hint
+    assert known.read_text().count("\n") == 1  # never replaced nor appended
+
+
+def test_any_matching_entry_is_accepted_and_hashed_names_work(device, known_hosts_for, tmp_path):
+    from sshd import make_key
+
+    stale = make_key(tmp_path / "stale")
+    known = known_hosts_for(extra_lines=(device.known_hosts_line(key=stale), device.known_hosts_line()))
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert f"{device.host}" not in known.read_text()  # hashed
+    with ssh(device, known_hosts=known) as conn:  # paramiko alone would compare with the first entry only
+        conn.run("true")
+
+
+def test_revoked_key_is_refused(device, known_hosts_for):
+    known = known_hosts_for(device, extra_lines=("@revoked * " + " ".join(device.host_key.public.split()[:2]),))
+    with pytest.raises(HostKeyError, match="REVOKED"):
+        ssh(device, known_hosts=known).run("true")
+
+
+def test_system_known_hosts_are_read(device, tmp_path):
+    system = tmp_path / "ssh_known_hosts"
+    system.write_text(device.known_hosts_line() + "\n")
+    with ssh(device, known_hosts=None, system_known_hosts=system) as conn:
+        conn.run("true")
+
+
+def test_the_known_key_type_is_negotiated(start_device, known_hosts_for):
+    device = start_device(host_key_types=("ed25519", "rsa"))
+    rsa = device.host_keys[1]
+    known = known_hosts_for(extra_lines=(device.known_hosts_line(key=rsa),))  # only the RSA key is known
+    with ssh(device, known_hosts=known) as conn:
+        conn.run("true")
+        assert conn.transport.get_remote_server_key().get_name() == "ssh-rsa"
+
+
+def test_authentication_failure(start_device):
+    device = start_device(authorized=False)
+    with pytest.raises(DeviceAuthError, match="authentication failed") as info:
+        ssh(device).run("true")
+    assert "EDGEQ_SSH_PASSWORD" in info.value.hint
+
+
+def test_a_missing_key_file_is_an_auth_error(device, tmp_path):
+    with pytest.raises(DeviceAuthError, match="does not exist"):
+        ssh(device, key_files=(str(tmp_path / "nope"),)).run("true")
+
+
+def test_password_from_the_environment_and_never_in_messages_or_logs(start_device, monkeypatch, caplog):
+    secret = "s3cret-Pa55-word"
+    device = start_device(authorized=False, password=secret)
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("EDGEQ_SSH_PASSWORD", secret)
+    with ssh(device, key_files=()) as conn:
+        assert conn.run("whoami").stdout.strip() == device.user
+    monkeypatch.setenv("EDGEQ_SSH_PASSWORD", "wrong-" + secret)
+    with pytest.raises(DeviceAuthError) as info:
+        ssh(device, key_files=()).run("true")
+    assert secret not in str(info.value) + str(info.value.hint)
+    assert secret not in caplog.text
+
+
+def test_password_prompt_is_asked_once_after_keys_fail(start_device):
+    device = start_device(authorized=False, password="pr0mpted")
+    asked = []
+
+    def prompt(who):
+        asked.append(who)
+        return "pr0mpted"
+
+    with ssh(device, key_files=(), password_prompt=prompt) as conn:
+        conn.run("true")
+    assert asked == [f"{device.user}@{device.host}"]
+
+
+def test_ssh_agent_keys_are_used(device, tmp_path, monkeypatch):
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", "-q", str(device.key_path)], env=env, check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        with ssh(device, key_files=(), allow_agent=True) as conn:
+            assert conn.run("whoami").stdout.strip() == device.user
+    finally:
+        agent.terminate()
+        agent.wait(timeout=5)
+
+
+def test_a_device_that_is_down(down_address):
+    host, port = down_address
+    conn = SSHConnection(host, port=port, user="nobody", options=options(connect_timeout_s=2))
+    with pytest.raises(DeviceUnreachableError, match="refused"):
+        conn.run("true")
+
+
+def test_a_device_that_never_answers_times_out(silent_server):
+    conn = SSHConnection(silent_server.host, port=silent_server.port, user="nobody", options=options(connect_timeout_s=1))
+    started = time.monotonic()
+    with pytest.raises(DeviceUnreachableError, match="no SSH greeting within 1 s"):
+        conn.run("true")
+    assert time.monotonic() - started < 1 + 5  # the connect timeout, plus slack for a loaded machine: it ends
+
+
+def test_a_stalled_upload_ends_within_the_transfer_timeout(device, cutting_proxy, known_hosts_for, tmp_path):
+    proxy = cutting_proxy(device, cut_after_bytes=200_000, mode="stall")
+    known = known_hosts_for(extra_lines=(device.known_hosts_line(host=proxy.host, port=proxy.port),))
+    source = tmp_path / "big"
+    source.write_bytes(os.urandom(4_000_000))
+    conn = SSHConnection(proxy.host, port=proxy.port, user=device.user, key_files=(str(device.key_path),), options=options(known_hosts=known, transfer_timeout_s=2))
+    started = time.monotonic()
+    with conn, pytest.raises(DeviceUnreachableError, match="stalled"):
+        conn.put(source, "big")
+    assert time.monotonic() - started < 2 + 5  # the transfer timeout, plus slack: it ends
+
+
+def test_a_connection_cut_during_an_upload(device, cutting_proxy, known_hosts_for, tmp_path):
+    proxy = cutting_proxy(device, cut_after_bytes=300_000, mode="close")
+    known = known_hosts_for(extra_lines=(device.known_hosts_line(host=proxy.host, port=proxy.port),))
+    source = tmp_path / "big"
+    source.write_bytes(os.urandom(3_000_000))
+    conn = SSHConnection(proxy.host, port=proxy.port, user=device.user, key_files=(str(device.key_path),), options=options(known_hosts=known))
+    with conn, pytest.raises(DeviceUnreachableError, match="connection lost|SSH error"):
+        conn.put(source, "big")
+    assert not (device.home / "big").exists()
+
+
+def test_ssh_config_gives_hostname_user_port_and_identity_file(tmp_path):
+    config = tmp_path / "config"
+    config.write_text("Host kitchen-pi\n  HostName 10.1.2.3\n  User pi\n  Port 2222\n  IdentityFile ~/.ssh/kitchen\nHost *\n  User fallback\n")
+    found = read_ssh_config("kitchen-pi", config)
+    assert (found.hostname, found.user, found.port) == ("10.1.2.3", "pi", 2222)
+    assert found.identity_files == (os.path.expanduser("~/.ssh/kitchen"),)
+    other = read_ssh_config("10.9.9.9", config)
+    assert (other.hostname, other.user, other.port) == ("10.9.9.9", "fallback", None)
+    assert read_ssh_config("x", tmp_path / "missing").hostname == "x"
+
+
+# --------------------------------------------------------------------------- the one mapping
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "text"),
+    [
+        (paramiko.ssh_exception.NoValidConnectionsError({("1.2.3.4", 22): ConnectionRefusedError()}), DeviceUnreachableError, "refused"),
+        (socket.timeout("timed out"), DeviceUnreachableError, "no answer within 3 s"),
+        (socket.gaierror(-2, "Name or service not known"), DeviceUnreachableError, "cannot resolve"),
+        (paramiko.AuthenticationException("Authentication failed."), DeviceAuthError, "authentication failed"),
+        (paramiko.BadAuthenticationType("bad", ["publickey"]), DeviceAuthError, "accepts: publickey"),
+        (paramiko.PasswordRequiredException("encrypted"), DeviceAuthError, "encrypted"),
+        (paramiko.SSHException("Error reading SSH protocol banner"), DeviceUnreachableError, "no SSH greeting"),
+        (EOFError(), DeviceUnreachableError, "connection lost"),
+        (ConnectionResetError(104, "Connection reset by peer"), DeviceUnreachableError, "connection lost"),
+        (paramiko.ChannelException(1, "prohibited"), RemoteCommandError, "refused a session"),
+    ],
+)
+def test_map_ssh_error(raised, expected, text):
+    error = map_ssh_error(raised, device="pi", action="connecting", timeout_s=3)
+    assert type(error) is expected and text in error.message and error.message.startswith("pi: ")
+
+
+def test_map_ssh_error_bad_host_key():
+    key = paramiko.RSAKey.generate(1024)
+    error = map_ssh_error(paramiko.BadHostKeyException("h", key, key), device="pi", action="connecting")
+    assert isinstance(error, HostKeyError) and "HOST KEY CHANGED" in error.message
+
+
+def test_known_hosts_token():
+    assert known_hosts_token("pi", 22) == "pi" and known_hosts_token("10.0.0.5", 2222) == "[10.0.0.5]:2222"
+
+
+def test_connect_options_files(tmp_path):
+    opts = ConnectOptions(known_hosts=tmp_path / "k", system_known_hosts=tmp_path / "s", user_known_hosts=tmp_path / "u")
+    assert opts.known_hosts_files() == (tmp_path / "s", tmp_path / "u", tmp_path / "k")
+    assert opts.known_hosts_write_path() == tmp_path / "k"
+    assert ConnectOptions(user_known_hosts=tmp_path / "u").known_hosts_write_path() == tmp_path / "u"
