@@ -22,7 +22,7 @@ from . import __version__
 from .calibration import ImageOptions, load_labelled, load_samples, split_samples
 from .errors import CalibrationDataError, ConversionError, ModelError
 from .files import atomic_writer
-from .litert import ModelRunner, describe_model
+from .litert import ModelRunner, captured_native_output, describe_model
 from .metrics import accuracy, compare_outputs, is_classifier_output
 from .types import ConversionReport, Fidelity, IOType, QuantMode, TensorSpec
 
@@ -79,41 +79,6 @@ def report_path_for(output: str | os.PathLike) -> Path:
 
 
 # --------------------------------------------------------------------------- TensorFlow side
-
-
-@contextlib.contextmanager
-def captured_native_output(echo: bool = False) -> Iterator[list[str]]:
-    """Send fd 1 and 2 (TensorFlow's C++ logs and prints) to a buffer while converting.
-
-    The caller gets a list that holds the captured text once the block ends, so
-    a failure can show what the converter said, and a success stays quiet.
-    With ``echo`` the text is also passed on to stderr (``--debug``).
-    """
-    sink: list[str] = []
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    saved = [os.dup(1), os.dup(2)]
-    py_buf = io.StringIO()  # Python-level prints (Keras) when sys.stdout is not fd 1, e.g. under CliRunner
-    with tempfile.TemporaryFile(mode="w+b") as buf:
-        os.dup2(buf.fileno(), 1)
-        os.dup2(buf.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(py_buf), contextlib.redirect_stderr(py_buf):
-                yield sink
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            buf.seek(0)
-            text = buf.read().decode("utf-8", "replace") + py_buf.getvalue()
-            sink.append(text)
-            if echo and text:
-                os.write(2, text.encode())
 
 
 def _import_tf() -> Any:

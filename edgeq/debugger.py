@@ -18,9 +18,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .calibration import ImageOptions, load_samples, split_samples
-from .convert import captured_native_output, configure_converter, converter_for, load_float_model, run_converter
+from .convert import configure_converter, converter_for, load_float_model, run_converter
 from .errors import ConversionError
-from .litert import ModelRunner, load_interpreter
+from .litert import ModelRunner, captured_native_output, load_interpreter
 from .types import IOType, QuantMode
 
 __all__ = ["LayerError", "layer_errors"]

@@ -6,10 +6,14 @@ are fallbacks so the same code works where only those are installed.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -17,6 +21,7 @@ from .errors import ModelError
 from .types import ModelSummary, TensorInfo
 
 __all__ = [
+    "captured_native_output",
     "interpreter_class",
     "load_interpreter",
     "describe_model",
@@ -29,6 +34,41 @@ __all__ = [
 # Ops that only move values between the float and integer domains.
 _CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 _FLOAT_TYPES = frozenset({"float32", "float16", "float64"})
+
+
+@contextlib.contextmanager
+def captured_native_output(echo: bool = False) -> Iterator[list[str]]:
+    """Send fd 1 and 2 (TensorFlow's C++ logs and prints) to a buffer while converting.
+
+    The caller gets a list that holds the captured text once the block ends, so
+    a failure can show what the converter said, and a success stays quiet.
+    With ``echo`` the text is also passed on to stderr (``--debug``).
+    """
+    sink: list[str] = []
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    py_buf = io.StringIO()  # Python-level prints (Keras) when sys.stdout is not fd 1, e.g. under CliRunner
+    with tempfile.TemporaryFile(mode="w+b") as buf:
+        os.dup2(buf.fileno(), 1)
+        os.dup2(buf.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(py_buf), contextlib.redirect_stderr(py_buf):
+                yield sink
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            buf.seek(0)
+            text = buf.read().decode("utf-8", "replace") + py_buf.getvalue()
+            sink.append(text)
+            if echo and text:
+                os.write(2, text.encode())
 
 
 def interpreter_class() -> tuple[Any, str]:

@@ -243,7 +243,7 @@ def bench_figure(report: Any, path: Path) -> None:
             labels.append(f"{d.device} {run.label}")
             colors.append(color)
     if data:
-        boxes = ax_lat.boxplot(data, vert=False, showfliers=False, patch_artist=True, widths=0.6)
+        boxes = ax_lat.boxplot(data, vert=False, showfliers=False, patch_artist=True, widths=0.6, medianprops={"color": "black", "linewidth": 1.5})
         for patch, color in zip(boxes["boxes"], colors):
             patch.set_facecolor(color)
         ax_lat.set_yticks(range(1, len(labels) + 1), labels)

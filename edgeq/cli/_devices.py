@@ -282,6 +282,10 @@ class FleetProgress:
     def host_key_added(self, host: str, key: str, path: str) -> None:
         self._say(f"Warning: trusted the new host key of {host} ({key}), added to {path}", always=True)
 
+    def note(self, message: str) -> None:
+        """A progress line from a worker thread (shown above the bars, or as a line when not a terminal)."""
+        self._say(message)
+
     def _say(self, message: str, always: bool = False) -> None:
         if not (self.enabled or always):
             return

@@ -1,0 +1,336 @@
+"""int8 against float32 on each device: deploy both, probe them alternately, and say what was measured.
+
+``bench_device`` works on one open connection: it deploys the two models
+(the deployer: verified, atomic), probes them A B A B so that drift and heat
+affect both alike, pools each model's latencies, bootstraps the speedup's
+interval, checks int8 parity on real samples against the host interpreter,
+and with ``sweep`` tries every installed runtime at 1..cores threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .deploy import DeviceStatus, ModelFile, deploy_to_device, model_dir
+from .errors import RemoteCommandError
+from .probe import DEFAULT_RUNTIMES, LatencyStats, Parity, ProbeOptions, ProbeResult, compare_parity, run_probe, summarize_latencies
+from .stats import Speedup, outliers, speedup, verdict
+
+__all__ = [
+    "BenchOptions",
+    "ModelRun",
+    "SweepPoint",
+    "DeviceBench",
+    "FleetSummary",
+    "BenchReport",
+    "ParitySamples",
+    "pool",
+    "bench_device",
+    "probe_device",
+    "DeviceProber",
+    "remote_model_path",
+    "failed_device",
+    "summarize_fleet",
+]
+
+FLOAT, INT8 = "float32", "int8"
+Say = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchOptions:
+    probe: ProbeOptions = ProbeOptions()
+    rounds: int = 2  # A B repeated this many times
+    sweep: bool = False
+    sweep_probe: ProbeOptions = ProbeOptions(runs=20, min_s=0.3, warmup_runs=3, warmup_min_s=0.1)
+    threads: int | None = None  # None: the target's default thread count
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRun:
+    """One model's pooled latencies on one device, over all rounds."""
+
+    label: str
+    version: str
+    size_bytes: int
+    runtime: str
+    runtime_version: str | None
+    threads: int
+    xnnpack: bool
+    rounds: int
+    latency: LatencyStats
+    latencies_ms: tuple[float, ...]
+    load_ms: float
+    first_inference_ms: float
+    peak_rss_mb: float
+    throttled: bool
+    throttle_reason: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    label: str
+    runtime: str
+    runtime_version: str | None
+    threads: int
+    xnnpack: bool
+    p50_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceBench:
+    device: str
+    target: str | None
+    status: str  # "ok" | "failed" | "unreachable"
+    reason: str | None = None
+    machine: str | None = None
+    float32: ModelRun | None = None
+    int8: ModelRun | None = None
+    speedup: Speedup | None = None
+    verdict: str | None = None
+    parity: Parity | None = None
+    sweep: tuple[SweepPoint, ...] = ()
+    recommended: dict[str, SweepPoint] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetSummary:
+    devices: int
+    measured: int
+    speedup_min: float | None
+    speedup_median: float | None
+    speedup_max: float | None
+    p50_range_ms: dict[str, tuple[float, float]]
+    outliers: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchReport:
+    model: str
+    float_model: str
+    int8_model: str
+    float_size_bytes: int
+    int8_size_bytes: int
+    conversion: dict[str, Any]  # fidelity and accuracy from the converter's int8 report
+    devices: tuple[DeviceBench, ...]
+    fleet: FleetSummary
+
+
+@dataclasses.dataclass(frozen=True)
+class ParitySamples:
+    """Real samples in the int8 model's own input types, and the host interpreter's raw outputs for them."""
+
+    path: Path  # .npz keyed by input name, sent to the device
+    host_outputs: dict[str, np.ndarray]
+
+    @classmethod
+    def build(cls, int8_model: str | Path, float_samples: Mapping[str, np.ndarray], folder: Path) -> ParitySamples:
+        from .litert import ModelRunner, captured_native_output
+
+        with captured_native_output():  # the interpreter's "Created XNNPACK delegate" line
+            runner = ModelRunner(int8_model)
+            raw = runner.quantize_inputs(float_samples)
+            outputs = runner.run_raw(raw)
+        path = folder / "parity_samples.npz"
+        np.savez(path, **raw)
+        return cls(path=path, host_outputs=outputs)
+
+
+def pool(label: str, model: ModelFile, results: Sequence[ProbeResult]) -> ModelRun:
+    """One model's probe rounds as one measurement (all latencies pooled)."""
+    first = results[0]
+    latencies = tuple(v for r in results for v in r.latencies_ms)
+    throttled = [r for r in results if r.throttled]
+    return ModelRun(
+        label=label,
+        version=model.version,
+        size_bytes=model.size_bytes,
+        runtime=first.runtime,
+        runtime_version=first.runtime_version,
+        threads=first.threads,
+        xnnpack=first.xnnpack,
+        rounds=len(results),
+        latency=summarize_latencies(latencies),
+        latencies_ms=latencies,
+        load_ms=statistics.median(r.load_ms for r in results),
+        first_inference_ms=statistics.median(r.first_inference_ms for r in results),
+        peak_rss_mb=max(r.peak_rss_mb for r in results),
+        throttled=bool(throttled),
+        throttle_reason=throttled[0].throttle_reason if throttled else None,
+    )
+
+
+def remote_model_path(device: Any, model: ModelFile) -> str:
+    """Where a deployed version of ``model`` lives on ``device``."""
+    return f"{model_dir(device, model.name)}/{model.version}/model.tflite"
+
+
+def deploy_for_probe(conn: Any, device: Any, model: ModelFile) -> None:
+    """Put ``model`` on the device through the deployer (verified, atomic); raise if that failed."""
+    result = deploy_to_device(conn, device, model, keep=getattr(device, "keep_versions", None))
+    if not result.status.succeeded:
+        raise RemoteCommandError(f"{result.device}: upload of {model.name} failed: {result.reason}", hint=result.hint)
+
+
+class DeviceProber:
+    """Probes deployed models on one device with the target's Python, runtimes and threads."""
+
+    def __init__(self, conn: Any, device: Any, options: ProbeOptions, *, target: Any = None, threads: int | None = None):
+        self.conn = conn
+        self.device = device
+        self.name = getattr(device, "name", str(device))
+        self.python = getattr(device, "python", None) or (target.python if target else "python3")
+        self.remote_dir = getattr(device, "remote_dir", "edgeq")
+        self.threads = threads or (target.default_threads if target else None)
+        if target is not None and not options.runtime:
+            options = dataclasses.replace(options, prefer=tuple(target.runtimes))
+        self.options = options
+
+    def probe(self, model: ModelFile, options: ProbeOptions | None = None, threads: int | None = None, **kw: Any) -> ProbeResult:
+        return run_probe(
+            self.conn,
+            self.name,
+            remote_model_path(self.device, model),
+            options or self.options,
+            python=self.python,
+            remote_dir=self.remote_dir,
+            threads=threads or self.threads,
+            **kw,
+        )
+
+    def parity(self, model: ModelFile, samples: ParitySamples) -> Parity:
+        """Run ``samples`` through the model on the device once; compare with the host's outputs."""
+        once = dataclasses.replace(self.options, runs=1, min_s=0.0, warmup_runs=0, warmup_min_s=0.0)
+        result = self.probe(model, once, samples=samples.path, return_outputs=True)
+        return compare_parity(samples.host_outputs, result.outputs or ())
+
+
+def probe_device(
+    conn: Any,
+    device: Any,
+    model: ModelFile,
+    options: ProbeOptions = ProbeOptions(),
+    *,
+    target: Any = None,
+    threads: int | None = None,
+    parity: ParitySamples | None = None,
+) -> tuple[ProbeResult, Parity | None]:
+    """``edgeq probe`` on one device: upload ``model``, time it, and check parity when samples are given."""
+    deploy_for_probe(conn, device, model)
+    prober = DeviceProber(conn, device, options, target=target, threads=threads)
+    result = prober.probe(model)
+    return result, (prober.parity(model, parity) if parity is not None else None)
+
+
+def bench_device(
+    conn: Any,
+    device: Any,
+    models: Mapping[str, ModelFile],
+    options: BenchOptions = BenchOptions(),
+    *,
+    target: Any = None,
+    parity: ParitySamples | None = None,
+    say: Say | None = None,
+) -> DeviceBench:
+    """Deploy ``models`` ({"float32": ..., "int8": ...}) to one device and compare them there."""
+    say = say or (lambda _msg: None)
+    name = getattr(device, "name", str(device))
+    for label, model in models.items():
+        say(f"{name}: deploying {label} ({model.size_bytes} bytes)")
+        deploy_for_probe(conn, device, model)
+    prober = DeviceProber(conn, device, options.probe, target=target, threads=options.threads)
+
+    rounds: dict[str, list[ProbeResult]] = {FLOAT: [], INT8: []}
+    for r in range(options.rounds):
+        for label in (FLOAT, INT8):
+            say(f"{name}: round {r + 1}/{options.rounds}, {label}")
+            rounds[label].append(prober.probe(models[label]))
+    runs = {label: pool(label, models[label], results) for label, results in rounds.items()}
+    ratio = speedup(runs[FLOAT].latencies_ms, runs[INT8].latencies_ms)
+
+    parity_result = None
+    if parity is not None:
+        say(f"{name}: parity of int8 on {len(next(iter(parity.host_outputs.values())))} real samples")
+        parity_result = prober.parity(models[INT8], parity)
+
+    sweep: tuple[SweepPoint, ...] = ()
+    recommended: dict[str, SweepPoint] = {}
+    if options.sweep:
+        cores = rounds[FLOAT][0].cpu_count or 1
+        sweep = _sweep(lambda label, opts, n: prober.probe(models[label], opts, n), options.sweep_probe, cores, say, name)
+        for label in (FLOAT, INT8):
+            points = [p for p in sweep if p.label == label]
+            if points:
+                recommended[label] = min(points, key=lambda p: p.p50_ms)
+    return DeviceBench(
+        device=name,
+        target=getattr(target, "name", None) or getattr(device, "target", None),
+        status="ok",
+        machine=rounds[FLOAT][0].machine,
+        float32=runs[FLOAT],
+        int8=runs[INT8],
+        speedup=ratio,
+        verdict=verdict(ratio),
+        parity=parity_result,
+        sweep=sweep,
+        recommended=recommended,
+    )
+
+
+def _sweep(probe: Callable[..., ProbeResult], options: ProbeOptions, cores: int, say: Say, name: str) -> tuple[SweepPoint, ...]:
+    points = []
+    for runtime in DEFAULT_RUNTIMES:
+        forced = dataclasses.replace(options, runtime=runtime)
+        for threads in range(1, cores + 1):
+            for label in (FLOAT, INT8):
+                say(f"{name}: sweep {runtime}, {threads} thread(s), {label}")
+                try:
+                    result = probe(label, forced, threads)
+                except RemoteCommandError as exc:
+                    if "no TFLite runtime could be imported" in exc.message:
+                        break  # not installed on this device: next runtime
+                    raise
+                points.append(SweepPoint(label, result.runtime, result.runtime_version, threads, result.xnnpack, result.latency.p50_ms))
+            else:
+                continue
+            break
+    return tuple(points)
+
+
+def failed_device(device: Any, target: Any, reason: str, status: DeviceStatus | str = "failed") -> DeviceBench:
+    status_text = status.value if isinstance(status, DeviceStatus) else status
+    return DeviceBench(
+        device=getattr(device, "name", str(device)),
+        target=getattr(target, "name", None) or getattr(device, "target", None),
+        status="unreachable" if status_text == "unreachable" else "failed",
+        reason=reason,
+    )
+
+
+def summarize_fleet(devices: Sequence[DeviceBench]) -> FleetSummary:
+    """Spread across devices, and devices whose speedup or latency stands out."""
+    measured = [d for d in devices if d.speedup is not None]
+    ratios = {d.device: d.speedup.ratio for d in measured}
+    p50: dict[str, tuple[float, float]] = {}
+    for label in (FLOAT, INT8):
+        values = [getattr(d, label).latency.p50_ms for d in measured]
+        if values:
+            p50[label] = (min(values), max(values))
+    flagged = set(outliers(ratios))
+    for label in (FLOAT, INT8):
+        flagged |= set(outliers({d.device: getattr(d, label).latency.p50_ms for d in measured}))
+    values = sorted(ratios.values())
+    return FleetSummary(
+        devices=len(devices),
+        measured=len(measured),
+        speedup_min=values[0] if values else None,
+        speedup_median=statistics.median(values) if values else None,
+        speedup_max=values[-1] if values else None,
+        p50_range_ms=p50,
+        outliers=tuple(sorted(flagged)),
+    )

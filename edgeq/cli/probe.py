@@ -1,0 +1,240 @@
+"""``edgeq probe`` and ``edgeq bench``: latency measured on the device, and int8 against float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import cli
+from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
+from ._output import print_renderables, progress_reporter
+from .targets import targets_dir_option
+
+RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
+
+
+def _timing_options(func):
+    for option in reversed(
+        (
+            click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs: at least this many..."),
+            click.option("--min-time", "min_s", type=click.FloatRange(min=0), default=1.0, show_default=True, help="...and at least this many seconds of them."),
+            click.option("--warmup-runs", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first: at least this many..."),
+            click.option("--warmup-time", "warmup_min_s", type=click.FloatRange(min=0), default=0.5, show_default=True, help="...and at least this many seconds."),
+            click.option("--threads", type=click.IntRange(min=1), default=None, help="Interpreter threads [default: the target's default_threads, else all cores]."),
+            click.option("--runtime", type=click.Choice(RUNTIMES), default=None, help="Force a runtime [default: the first installed in the target's order of preference]."),
+            click.option("--probe-timeout", "timeout_s", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Seconds one probe may run on the device; then it is stopped there."),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+def _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, timeout_s):
+    from ..probe import ProbeOptions
+
+    return ProbeOptions(runs=runs, min_s=min_s, warmup_runs=warmup_runs, warmup_min_s=warmup_min_s, runtime=runtime, timeout_s=timeout_s)
+
+
+class _Targets:
+    """Targets by name, loaded once per command."""
+
+    def __init__(self, targets_dir):
+        self.targets_dir = targets_dir
+        self._cache: dict[str, Any] = {}
+
+    def get(self, name: str | None):
+        if not name:
+            return None
+        if name not in self._cache:
+            from ..targets import load_target
+
+            self._cache[name] = load_target(name, targets_dir=self.targets_dir)
+        return self._cache[name]
+
+
+def _fleet(devices: DeviceOptions, found, ui: FleetProgress, action: str, model: str, per_device):
+    """Run ``per_device(conn, device) -> value`` on every device through the deployer's fleet runner.
+
+    The fleet runner gives bounded concurrency, retries of transport errors
+    and one failure per device; values are collected beside its results.
+    """
+    from ..deploy import DeviceResult, DeviceStatus, run_fleet
+
+    values: dict[str, Any] = {}
+
+    def operation(conn, device, _progress):
+        values[device.name] = per_device(conn, device)
+        return DeviceResult(device=device.name, destination=device.destination, action=action, model=model, status=DeviceStatus.OK)
+
+    fleet = run_fleet(found, operation, connect=devices.connector(ui), action=action, model=model, options=devices.fleet_options(), events=ui)
+    return fleet, values
+
+
+@cli.command("probe")
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@device_options
+@targets_dir_option
+@_timing_options
+@click.option("--samples", type=click.Path(path_type=Path), help="Real input samples (.npy, .npz or image folder, as for convert --calib): the device returns its outputs and edgeq checks them against its own interpreter (parity).")
+@click.option("--parity-samples", type=click.IntRange(min=1), default=32, show_default=True, help="How many of --samples to send.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+def probe_cmd(model, devices: DeviceOptions, targets_dir, runs, min_s, warmup_runs, warmup_min_s, threads, runtime, timeout_s, samples, parity_samples, as_json):
+    """Measure MODEL's latency ON each device (or on this machine with --target host).
+
+    The model is uploaded under the name probe-<file stem> (verified like a
+    deploy; deployed models are never switched), the probe program is copied
+    once per version and run with the device's Python and the first TFLite
+    runtime installed in the target's order of preference. It reports load,
+    allocation and first-inference times, warm-up, every timed run (min,
+    mean, std, p50, p90, p99, max), threads, XNNPACK, peak memory, and CPU
+    temperature and clock before and after (throttled runs are flagged).
+
+    \b
+    Examples:
+      edgeq probe model_int8.tflite --target host
+      edgeq probe model_int8.tflite --host pi@192.168.1.20 --target rpi4b --samples calib.npz
+      edgeq probe model_int8.tflite -i fleet.yml --limit lab --runs 200
+    """
+    from ..bench import probe_device
+    from ..deploy import prepare_model
+    from ..report import probe_table, to_json
+
+    found = devices.resolve(targets_dir)
+    targets = _Targets(targets_dir)
+    for device in found:
+        targets.get(device.target)  # a bad target fails before any connection
+    model_file = prepare_model(model, name=f"probe-{model.stem}"[:64])
+    options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, max(timeout_s, devices.command_timeout_s))
+    parity = _parity_samples(model, samples, parity_samples) if samples else None
+
+    def per_device(conn, device):
+        return probe_device(conn, device, model_file, options, target=targets.get(device.target), threads=threads, parity=parity)
+
+    with FleetProgress(len(found), action="probe", total_bytes=model_file.size_bytes, enabled=not as_json) as ui:
+        fleet, values = _fleet(devices, found, ui, "probe", model_file.name, per_device)
+    rows = []
+    for r in fleet.results:
+        result, parity_result = values.get(r.device, (None, None))
+        rows.append({"device": r.device, "status": r.status.value, "reason": r.reason, "result": result, "parity": parity_result})
+    if as_json:
+        click.echo(to_json({"model": str(model), "devices": rows}))
+    else:
+        print_renderables(probe_table(rows))
+    raise_for_fleet(fleet)
+
+
+def _parity_samples(model: Path, samples: Path, count: int):
+    """Load real samples against MODEL's inputs (as float), keep ``count``, and compute the host's outputs."""
+    import tempfile
+
+    from ..bench import ParitySamples
+    from ..calibration import load_samples
+    from ..litert import captured_native_output, float_input_specs
+
+    with captured_native_output():
+        specs = float_input_specs(model)
+    data = load_samples(samples, specs)
+    data = {k: v[:count] for k, v in data.items()}
+    folder = Path(tempfile.mkdtemp(prefix="edgeq-parity-"))
+    return ParitySamples.build(model, data, folder)
+
+
+@cli.command("bench")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--calib", required=True, type=click.Path(path_type=Path), help="Calibration data for the int8 conversion (as for convert).")
+@click.option("--eval", "eval_data", type=click.Path(path_type=Path), help="Labelled data (.npz with x and y) for the accuracy in the report.")
+@device_options
+@targets_dir_option
+@_timing_options
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True, help="Probe float32 and int8 alternately (A B A B ...) this many times; latencies are pooled.")
+@click.option("--sweep", is_flag=True, help="Also try every runtime installed on the device at 1..cores threads, and recommend the fastest configuration for each model.")
+@click.option("-o", "--out-dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Where the models and the reports go [default: ./edgeq-bench-<model stem>].")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout.")
+@click.pass_context
+def bench_cmd(ctx, model, calib, eval_data, devices: DeviceOptions, targets_dir, runs, min_s, warmup_runs, warmup_min_s, threads, runtime, timeout_s, rounds, sweep, out_dir, as_json):
+    """Is int8 really faster on YOUR device? Convert MODEL to float32 and int8, deploy both, probe both ON each device.
+
+    The two models are probed alternately (float32, int8, float32, int8...)
+    so that drift and heat affect both alike. For each device: p50 of each,
+    the speedup with a bootstrap 95 % interval, a plain verdict, on-device
+    parity of int8 against the host interpreter, sizes, and the converter's
+    fidelity/accuracy. Reports: OUT/<stem>_bench.json, .csv, .md and .png.
+
+    \b
+    Examples:
+      edgeq bench model.keras --calib calib.npz --eval test.npz --target host
+      edgeq bench model.keras --calib calib.npz -i fleet.yml --sweep
+    """
+    from ..bench import BenchOptions, BenchReport, ParitySamples, bench_device, failed_device, summarize_fleet
+    from ..calibration import load_labelled, load_samples
+    from ..convert import ConvertOptions, convert_model
+    from ..deploy import prepare_model
+    from ..litert import captured_native_output, float_input_specs
+    from ..report import bench_tables, to_json, write_bench_reports
+    from ..types import QuantMode
+
+    found = devices.resolve(targets_dir)
+    targets = _Targets(targets_dir)
+    for device in found:
+        targets.get(device.target)
+    out_dir = out_dir or Path(f"edgeq-bench-{model.stem}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = model.stem
+    paths = {"float32": out_dir / f"{stem}_float32.tflite", "int8": out_dir / f"{stem}_int8.tflite"}
+    common = {d.target for d in found}
+    int8_options = ConvertOptions(mode=QuantMode.INT8)
+    if len(common) == 1 and None not in common:
+        from ..targets import apply_target
+
+        int8_options = apply_target(targets.get(common.pop()), int8_options, mode_given=True)
+    with progress_reporter(enabled=not as_json) as say:
+        say("converting to float32")
+        # no data: comparing the float32 model with itself would measure nothing
+        float_result = convert_model(model, None, paths["float32"], ConvertOptions(mode=QuantMode.FLOAT32), progress=say)
+        say("converting to int8")
+        int8_result = convert_model(model, calib, paths["int8"], int8_options, eval_data=eval_data, progress=say, show_log=ctx.obj.get("debug", False))
+        with captured_native_output():
+            specs = float_input_specs(paths["int8"])
+        source = load_labelled(eval_data, specs)[0] if eval_data else load_samples(calib, specs, int8_options.image_options)
+        parity = ParitySamples.build(paths["int8"], {k: v[:32] for k, v in source.items()}, out_dir)
+    models = {label: prepare_model(path, name=f"bench-{stem}-{label}"[:64]) for label, path in paths.items()}
+    options = BenchOptions(
+        probe=_probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, max(timeout_s, devices.command_timeout_s)),
+        rounds=rounds,
+        sweep=sweep,
+        threads=threads,
+    )
+    with FleetProgress(len(found), action="bench", total_bytes=sum(m.size_bytes for m in models.values()), enabled=not as_json) as ui:
+        fleet, values = _fleet(
+            devices, found, ui, "bench", stem,
+            lambda conn, device: bench_device(conn, device, models, options, target=targets.get(device.target), parity=parity, say=ui.note),
+        )
+    benches = []
+    for device, result in zip(found, fleet.results):
+        if result.status.succeeded:
+            benches.append(values[device.name])
+        else:
+            benches.append(failed_device(device, targets.get(device.target), result.reason or "failed", result.status))
+    report = BenchReport(
+        model=str(model),
+        float_model=str(paths["float32"]),
+        int8_model=str(paths["int8"]),
+        float_size_bytes=float_result.report.quantized_size_bytes,
+        int8_size_bytes=int8_result.report.quantized_size_bytes,
+        conversion={
+            "fidelity": int8_result.report.to_dict()["fidelity"],
+            "accuracy": int8_result.report.to_dict()["accuracy"],
+            "warnings": list(int8_result.report.warnings),
+        },
+        devices=tuple(benches),
+        fleet=summarize_fleet(benches),
+    )
+    written = write_bench_reports(report, out_dir / f"{stem}_bench")
+    if as_json:
+        click.echo(to_json(report))
+    else:
+        print_renderables(bench_tables(report))
+        click.echo("reports: " + ", ".join(str(p) for p in written.values()))
+    raise_for_fleet(fleet)
