@@ -42,6 +42,8 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import importlib
+import importlib.util
 import logging
 import math
 import os
@@ -50,12 +52,42 @@ import selectors
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, runtime_checkable
 
-import paramiko
+
+class _DeferredInvoke(types.ModuleType):
+    """Stands in for ``invoke`` until something uses it; then the real module is imported.
+
+    paramiko.config imports invoke at start-up only to run ``Match exec``
+    lines of an ssh config; importing it costs ~45 ms (it pulls in asyncio,
+    unittest.mock and a YAML parser), a tenth of a whole ``edgeq deploy`` on
+    a LAN. importlib.util.LazyLoader cannot do this on Python 3.11 (the
+    import statement reads ``__spec__`` and so loads the module).
+    """
+
+    _lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        with self._lock:
+            if sys.modules.get("invoke") is self:
+                del sys.modules["invoke"]
+            real = importlib.import_module("invoke")
+        return getattr(real, name)
+
+
+def _defer_invoke() -> None:
+    if "invoke" not in sys.modules and "paramiko.config" not in sys.modules and importlib.util.find_spec("invoke"):
+        sys.modules["invoke"] = _DeferredInvoke("invoke")
+
+
+_defer_invoke()
+
+import paramiko  # noqa: E402 - after _defer_invoke
 
 from .errors import DeviceAuthError, DeviceUnreachableError, EdgeqError, HostKeyError, RemoteCommandError
 

@@ -12,6 +12,7 @@ import os
 import shlex
 import socket
 import subprocess
+import sys
 import time
 
 import paramiko
@@ -375,3 +376,17 @@ def test_connect_options_files(tmp_path):
     assert opts.known_hosts_files() == (tmp_path / "s", tmp_path / "u", tmp_path / "k")
     assert opts.known_hosts_write_path() == tmp_path / "k"
     assert ConnectOptions(user_known_hosts=tmp_path / "u").known_hosts_write_path() == tmp_path / "u"
+
+
+def test_invoke_is_imported_only_when_an_ssh_config_needs_it(tmp_path):
+    """paramiko imports invoke for `Match exec`; edgeq defers that ~45 ms import until it is used."""
+    config = tmp_path / "ssh_config"
+    config.write_text('Match exec "test 1 = 1"\n  HostName 127.0.0.9\n  Port 2299\n')
+    code = (
+        "import sys, edgeq.connection as c\n"
+        "before = 'invoke.context' in sys.modules\n"
+        f"cfg = c.read_ssh_config('pi-lab', {str(config)!r})\n"
+        "print(before, 'invoke.context' in sys.modules, cfg.hostname, cfg.port)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "127.0.0.9", "2299"]
