@@ -166,6 +166,11 @@ def bench_csv(report: Any) -> str:
     return buf.getvalue()
 
 
+def _ms(value: float) -> str:
+    """Milliseconds with 4 significant digits: 41.27, 0.006551 (a microsecond model is not 0.007)."""
+    return f"{value:.4g}"
+
+
 def _speedup_text(d: Any) -> str:
     s = d.speedup
     return f"{s.ratio:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}]"
@@ -205,8 +210,8 @@ def bench_markdown(report: Any, figure: str | None = None) -> str:
         runtime = f"{d.int8.runtime} {d.int8.runtime_version or ''}".strip()
         flags = " (throttled)" if d.float32.throttled or d.int8.throttled else ""
         lines.append(
-            f"| {d.device} | {d.target or '-'} | {runtime} | {d.int8.threads} | {d.float32.latency.p50_ms:.3f} | "
-            f"{d.int8.latency.p50_ms:.3f} | {_speedup_text(d)} | {_parity_text(d)} | {d.verdict}{flags} |"
+            f"| {d.device} | {d.target or '-'} | {runtime} | {d.int8.threads} | {_ms(d.float32.latency.p50_ms)} | "
+            f"{_ms(d.int8.latency.p50_ms)} | {_speedup_text(d)} | {_parity_text(d)} | {d.verdict}{flags} |"
         )
     fleet = report.fleet
     if fleet.devices > 1 and fleet.measured:
@@ -221,7 +226,7 @@ def bench_markdown(report: Any, figure: str | None = None) -> str:
     if recommended:
         lines += ["", "| device | model | fastest runtime | threads | p50 ms |", "| --- | --- | --- | --- | --- |"]
         for d, label, p in recommended:
-            lines.append(f"| {d.device} | {label} | {p.runtime} {p.runtime_version or ''} | {p.threads} | {p.p50_ms:.3f} |")
+            lines.append(f"| {d.device} | {label} | {p.runtime} {p.runtime_version or ''} | {p.threads} | {_ms(p.p50_ms)} |")
     if figure:
         lines += ["", f"![latency and speedup]({figure})"]
     return "\n".join(lines) + "\n"
@@ -306,7 +311,7 @@ def probe_table(rows: list[dict[str, Any]]) -> list[Any]:
         lat = r.latency
         table.add_row(
             row["device"], f"{r.runtime} {r.runtime_version or ''}".strip(), str(r.threads), "yes" if r.xnnpack else "no",
-            str(lat.count), f"{lat.p50_ms:.3f} / {lat.p90_ms:.3f} / {lat.p99_ms:.3f}", f"{lat.mean_ms:.3f} ± {lat.std_ms:.3f}",
+            str(lat.count), f"{_ms(lat.p50_ms)} / {_ms(lat.p90_ms)} / {_ms(lat.p99_ms)}", f"{_ms(lat.mean_ms)} ± {_ms(lat.std_ms)}",
             f"{r.load_ms:.1f} / {r.first_inference_ms:.2f}", f"{r.peak_rss_mb:.0f}",
         )
         if r.throttled:
@@ -340,7 +345,7 @@ def bench_tables(report: Any) -> list[Any]:
             continue
         runtime = f"{d.int8.runtime} {d.int8.runtime_version or ''}".strip() + (" +XNNPACK" if d.int8.xnnpack else "")
         table.add_row(
-            d.device, runtime, str(d.int8.threads), f"{d.float32.latency.p50_ms:.3f}", f"{d.int8.latency.p50_ms:.3f}",
+            d.device, runtime, str(d.int8.threads), _ms(d.float32.latency.p50_ms), _ms(d.int8.latency.p50_ms),
             _speedup_text(d), _parity_text(d),
         )
         style = "green" if d.speedup.ci_low > 1.0 else "yellow"
@@ -349,7 +354,7 @@ def bench_tables(report: Any) -> list[Any]:
             line += f" (THROTTLED: {(d.float32.throttle_reason or d.int8.throttle_reason)})"
         verdicts.append(Text(line, style=style))
         for label, point in d.recommended.items():
-            verdicts.append(Text(f"  fastest for {label}: {point.runtime} {point.runtime_version or ''} with {point.threads} thread(s), p50 {point.p50_ms:.3f} ms"))
+            verdicts.append(Text(f"  fastest for {label}: {point.runtime} {point.runtime_version or ''} with {point.threads} thread(s), p50 {_ms(point.p50_ms)} ms"))
     sizes = Text(
         f"sizes: float32 {report.float_size_bytes} B, int8 {report.int8_size_bytes} B "
         f"({report.int8_size_bytes / report.float_size_bytes:.3f} of float)"

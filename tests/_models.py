@@ -48,6 +48,16 @@ def digits_classifier(model_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def int8_model(digits_classifier, tmp_path_factory) -> Path:
+    """``digits_classifier`` converted to int8 (int8 input and output), calibrated on the bundled digits."""
+    from edgeq.convert import convert_model
+
+    out = tmp_path_factory.mktemp("probe") / "digits_int8.tflite"
+    convert_model(digits_classifier, DIGITS / "calib.npz", out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def digits_h5(model_dir, digits_classifier) -> Path:
     keras = _keras()
     path = model_dir / "digits.h5"

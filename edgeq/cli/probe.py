@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,14 @@ def _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, timeout_s):
     from ..probe import ProbeOptions
 
     return ProbeOptions(runs=runs, min_s=min_s, warmup_runs=warmup_runs, warmup_min_s=warmup_min_s, runtime=runtime, timeout_s=timeout_s)
+
+
+def _probe_timeout(timeout_s: float, devices: DeviceOptions) -> float:
+    """--probe-timeout when it was given; else its default, raised to --command-timeout (a probe may run as long as any command)."""
+    source = click.get_current_context().get_parameter_source("timeout_s")
+    if source not in (None, click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP):
+        return timeout_s
+    return max(timeout_s, devices.command_timeout_s)
 
 
 class _Targets:
@@ -106,14 +116,15 @@ def probe_cmd(model, devices: DeviceOptions, targets_dir, runs, min_s, warmup_ru
     for device in found:
         targets.get(device.target)  # a bad target fails before any connection
     model_file = prepare_model(model, name=f"probe-{model.stem}"[:64])
-    options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, max(timeout_s, devices.command_timeout_s))
-    parity = _parity_samples(model, samples, parity_samples) if samples else None
+    options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, _probe_timeout(timeout_s, devices))
+    with tempfile.TemporaryDirectory(prefix="edgeq-parity-") as scratch:
+        parity = _parity_samples(model, samples, parity_samples, Path(scratch)) if samples else None
 
-    def per_device(conn, device):
-        return probe_device(conn, device, model_file, options, target=targets.get(device.target), threads=threads, parity=parity)
+        def per_device(conn, device):
+            return probe_device(conn, device, model_file, options, target=targets.get(device.target), threads=threads, parity=parity)
 
-    with FleetProgress(len(found), action="probe", total_bytes=model_file.size_bytes, enabled=not as_json) as ui:
-        fleet, values = _fleet(devices, found, ui, "probe", model_file.name, per_device)
+        with FleetProgress(len(found), action="probe", total_bytes=model_file.size_bytes, enabled=not as_json) as ui:
+            fleet, values = _fleet(devices, found, ui, "probe", model_file.name, per_device)
     rows = []
     for r in fleet.results:
         result, parity_result = values.get(r.device, (None, None))
@@ -125,10 +136,8 @@ def probe_cmd(model, devices: DeviceOptions, targets_dir, runs, min_s, warmup_ru
     raise_for_fleet(fleet)
 
 
-def _parity_samples(model: Path, samples: Path, count: int):
-    """Load real samples against MODEL's inputs (as float), keep ``count``, and compute the host's outputs."""
-    import tempfile
-
+def _parity_samples(model: Path, samples: Path, count: int, folder: Path):
+    """Load real samples against MODEL's inputs (as float), keep ``count``, and compute the host's outputs (kept in ``folder``)."""
     from ..bench import ParitySamples
     from ..calibration import load_samples
     from ..litert import captured_native_output, float_input_specs
@@ -137,7 +146,6 @@ def _parity_samples(model: Path, samples: Path, count: int):
         specs = float_input_specs(model)
     data = load_samples(samples, specs)
     data = {k: v[:count] for k, v in data.items()}
-    folder = Path(tempfile.mkdtemp(prefix="edgeq-parity-"))
     return ParitySamples.build(model, data, folder)
 
 
@@ -200,10 +208,12 @@ def bench_cmd(ctx, model, calib, eval_data, devices: DeviceOptions, targets_dir,
         source = load_labelled(eval_data, specs)[0] if eval_data else load_samples(calib, specs, int8_options.image_options)
         parity = ParitySamples.build(paths["int8"], {k: v[:32] for k, v in source.items()}, out_dir)
     models = {label: prepare_model(path, name=f"bench-{stem}-{label}"[:64]) for label, path in paths.items()}
+    probe_options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, _probe_timeout(timeout_s, devices))
     options = BenchOptions(
-        probe=_probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, max(timeout_s, devices.command_timeout_s)),
+        probe=probe_options,
         rounds=rounds,
         sweep=sweep,
+        sweep_probe=dataclasses.replace(BenchOptions().sweep_probe, timeout_s=probe_options.timeout_s),  # its own timing, the same timeout
         threads=threads,
     )
     with FleetProgress(len(found), action="bench", total_bytes=sum(m.size_bytes for m in models.values()), enabled=not as_json) as ui:

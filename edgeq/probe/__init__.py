@@ -193,24 +193,34 @@ def probe_command(
 
 
 def parse_probe_output(stdout: str | bytes, device: str) -> dict[str, Any]:
-    """The last JSON document between the probe's markers; anything around it is ignored."""
+    """The probe's JSON document: the last block between a BEGIN marker and the first END after it.
+
+    Anything around it is ignored, stray markers included (a block that is
+    not a probe document is skipped in favour of an earlier one).
+    """
     text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
-    end = text.rfind(END)
-    begin = text.rfind(BEGIN, 0, end) if end != -1 else -1
-    if begin == -1 or end == -1:
-        tail = " ".join(text.strip().splitlines()[-3:])[-300:]
-        raise ProbeOutputError(
-            f"{device}: the probe printed no result" + (f" (last output: {tail})" if tail else " (no output)"),
-            hint="run with --debug to see the device's full output",
-        )
-    body = text[begin + len(BEGIN) : end].strip()
-    try:
-        document = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise ProbeOutputError(f"{device}: the probe's result is not valid JSON ({exc.msg} at {exc.pos})") from exc
-    if not isinstance(document, dict) or "ok" not in document:
-        raise ProbeOutputError(f"{device}: the probe's result is not a probe document")
-    return document
+    problem = None
+    begin = text.rfind(BEGIN)
+    while begin != -1:
+        end = text.find(END, begin)
+        if end != -1:
+            body = text[begin + len(BEGIN) : end].strip()
+            try:
+                document = json.loads(body)
+            except json.JSONDecodeError as exc:
+                problem = problem or f"the probe's result is not valid JSON ({exc.msg} at {exc.pos})"
+            else:
+                if isinstance(document, dict) and "ok" in document:
+                    return document
+                problem = problem or "the probe's result is not a probe document"
+        begin = text.rfind(BEGIN, 0, begin)
+    if problem:
+        raise ProbeOutputError(f"{device}: {problem}")
+    tail = " ".join(text.strip().splitlines()[-3:])[-300:]
+    raise ProbeOutputError(
+        f"{device}: the probe printed no result" + (f" (last output: {tail})" if tail else " (no output)"),
+        hint="run with --debug to see the device's full output",
+    )
 
 
 def _thermal(raw: Mapping[str, Any] | None) -> Thermal:
@@ -337,7 +347,16 @@ def run_probe(
     script = ensure_probe(conn, remote_dir)
     remote_samples = _ensure_samples(conn, remote_dir, Path(samples)) if samples is not None else None
     command = probe_command(python, script, remote_model, options, threads, remote_samples, return_outputs)
-    result = conn.run(command, timeout_s=options.timeout_s, check=False)
+    try:
+        result = conn.run(command, timeout_s=options.timeout_s, check=False)
+    except RemoteCommandError as exc:
+        if "did not finish within" not in exc.message:
+            raise
+        # the connection's hint names --command-timeout, which does not bound the probe
+        raise RemoteCommandError(
+            f"{device}: the probe did not finish within {options.timeout_s:g} s; it was stopped on the device",
+            hint="raise --probe-timeout if the device is just slow (or lower --runs / --min-time)",
+        ) from exc
     try:
         document = parse_probe_output(result.stdout, device)
     except ProbeOutputError as exc:

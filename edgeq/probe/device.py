@@ -33,7 +33,7 @@ RUNTIMES = {
     # name: (module holding Interpreter, distribution name for the version)
     "ai-edge-litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
     "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
-    "tensorflow": ("tensorflow.lite", "tensorflow"),
+    "tensorflow": ("tensorflow.lite.python.interpreter", "tensorflow"),  # tf.lite.Interpreter; the package tensorflow.lite has none
 }
 
 
