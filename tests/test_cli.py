@@ -5,12 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import click
 import pytest
 from click.testing import CliRunner
 
 from edgeq import errors
-from edgeq.cli import cli
+from edgeq.cli import COMMAND_MODULES, cli
 
 
 def test_importing_the_cli_does_not_import_heavy_frameworks():
@@ -28,10 +27,35 @@ def test_python_dash_m_edgeq_help():
     assert out.returncode == 0 and "convert" in out.stdout and "Exit codes" in out.stdout
 
 
-@pytest.mark.parametrize("command", ["convert", "inspect"])
+ALL_COMMANDS = [[name] for name in COMMAND_MODULES] + [["targets", sub] for sub in ("list", "show", "validate", "detect")]
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=" ".join)
 def test_every_command_explains_itself(command):
-    result = CliRunner().invoke(cli, [command, "--help"])
+    result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0 and "Usage: " in result.output and len(result.output) > 300
+
+
+def test_command_modules_names_every_command_where_it_is_defined():
+    import importlib
+
+    for module in set(COMMAND_MODULES.values()):
+        importlib.import_module(f"edgeq.cli.{module}")
+    assert set(cli.commands) - {"_boom"} == set(COMMAND_MODULES)
+    for name, module in COMMAND_MODULES.items():
+        assert cli.commands[name].callback.__module__ == f"edgeq.cli.{module}", name
+
+
+def test_a_command_imports_only_its_own_module():
+    code = (
+        "import sys\nfrom edgeq.cli import cli\n"
+        "try:\n    cli(['deploy', '--help'], prog_name='edgeq')\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('edgeq.cli.')), file=sys.stderr)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = out.stderr.strip()
+    assert "edgeq.cli.deploy" in loaded
+    assert "edgeq.cli.convert" not in loaded and "edgeq.cli.probe" not in loaded
 
 
 def _boom_group(exc: BaseException):

@@ -8,7 +8,7 @@ anything else is a bug and keeps its traceback. ``--debug`` (or
 
 from __future__ import annotations
 
-import os
+import importlib
 import sys
 
 import click
@@ -20,7 +20,21 @@ __all__ = ["cli", "main"]
 
 
 class EdgeqGroup(click.Group):
-    """A click group that turns EdgeqError into one line and an exit code."""
+    """The edgeq group: subcommands imported on demand, and the one error boundary.
+
+    Each command module registers its commands on ``cli`` when imported;
+    ``COMMAND_MODULES`` says which module holds which command, so a run of
+    ``edgeq deploy`` imports only what deploy needs (click's documented lazy
+    loading). ``--help`` imports them all to list them.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMAND_MODULES:
+            importlib.import_module(f"{__name__}.{COMMAND_MODULES[name]}")
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -37,6 +51,20 @@ class EdgeqGroup(click.Group):
             ctx.exit(130)
 
 
+# command name -> module of edgeq.cli that defines it
+COMMAND_MODULES = {
+    "convert": "convert",
+    "inspect": "convert",
+    "targets": "targets",
+    "deploy": "deploy",
+    "status": "deploy",
+    "rollback": "deploy",
+    "remove": "deploy",
+    "probe": "probe",
+    "bench": "probe",
+}
+
+
 @click.group(cls=EdgeqGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="edgeq")
 @click.option("--debug", is_flag=True, envvar="EDGEQ_DEBUG", help="Show tracebacks and the converter's log.")
@@ -51,16 +79,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-
-
-def _register() -> None:
-    from . import convert as _convert  # noqa: F401 - registers its commands on `cli`
-    from . import deploy as _deploy, detect as _detect  # noqa: F401 - deploy, status, rollback, remove; targets detect
-    from . import targets as _targets  # noqa: F401 - registers `edgeq targets`
-    from . import probe as _probe  # noqa: F401 - probe, bench
-
-
-_register()
 
 
 def main() -> None:

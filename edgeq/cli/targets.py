@@ -225,3 +225,6 @@ def _show_parts(t: Target) -> list[Any]:
             notes.add_row("-", Text(note))
         parts.extend([Text("notes", style="bold"), notes])
     return parts
+
+
+from . import detect as _detect  # noqa: E402,F401 - registers `targets detect` (it needs targets_group above)
