@@ -4,7 +4,7 @@ Usage: .venv/bin/python scripts/bench_probe.py [--rounds 5] [--threads 2]
 
 Baseline: an independent in-process timing loop (ai-edge-litert Interpreter,
 same model, same threads, same run count, perf_counter around invoke), run in
-this process. Candidate: edgeq's probe on the `host` target through the same
+a fresh Python process as the probe is. Candidate: edgeq's probe on the `host` target through the same
 code path a device uses (deploy into the host's remote_dir, probe program run
 with the device Python through LocalConnection). The two alternate, round by
 round. Models: the bundled digits example (int8, microseconds) and MobileNetV2
@@ -59,25 +59,46 @@ def build_models(work: Path) -> dict[str, Path]:
     return models
 
 
-def in_process_p50(model: Path, threads: int, runs: int, warmup: int) -> float:
-    """The baseline: a plain timing loop, written independently of the probe."""
-    from ai_edge_litert.interpreter import Interpreter
+BASELINE_LOOP = r"""
+import sys, time
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=str(model), num_threads=threads)
-    interp.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for d in interp.get_input_details():
-        info = np.iinfo(d["dtype"]) if np.dtype(d["dtype"]).kind in "iu" else None
-        value = rng.integers(info.min, info.max + 1, d["shape"]).astype(d["dtype"]) if info else rng.standard_normal(d["shape"]).astype(d["dtype"])
-        interp.set_tensor(d["index"], value)
-    for _ in range(warmup):
-        interp.invoke()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        interp.invoke()
-        times.append((time.perf_counter() - t) * 1000.0)
-    return float(np.median(times))
+model, threads, runs, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+interp = Interpreter(model_path=model, num_threads=threads)
+interp.allocate_tensors()
+rng = np.random.default_rng(0)
+for d in interp.get_input_details():
+    kind = np.dtype(d["dtype"]).kind
+    if kind in "iu":
+        info = np.iinfo(d["dtype"])
+        value = rng.integers(info.min, info.max + 1, d["shape"]).astype(d["dtype"])
+    else:
+        value = rng.standard_normal(d["shape"]).astype(d["dtype"])
+    interp.set_tensor(d["index"], value)
+for _ in range(warmup):
+    interp.invoke()
+times = []
+for _ in range(runs):
+    t = time.perf_counter()
+    interp.invoke()
+    times.append((time.perf_counter() - t) * 1000.0)
+print(float(np.median(times)))
+"""
+
+
+def in_process_p50(model: Path, threads: int, runs: int, warmup: int) -> float:
+    """The baseline: a plain timing loop around invoke(), written independently of the probe.
+
+    It runs in a fresh Python process, as the probe does, so that both start
+    from the same conditions (a long-lived process with other libraries
+    loaded times a microsecond model differently).
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", BASELINE_LOOP, str(model), str(threads), str(runs), str(warmup)],
+        capture_output=True, text=True, check=True, env=ENV,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
