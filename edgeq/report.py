@@ -238,6 +238,7 @@ def bench_figure(report: Any, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     measured = [d for d in report.devices if d.status == "ok"]
     fig, (ax_lat, ax_speed) = plt.subplots(1, 2, figsize=(11, 1.6 + 0.9 * max(1, len(measured))), gridspec_kw={"width_ratios": [3, 2]})
@@ -253,6 +254,11 @@ def bench_figure(report: Any, path: Path) -> None:
             patch.set_facecolor(color)
         ax_lat.set_yticks(range(1, len(labels) + 1), labels)
         ax_lat.invert_yaxis()
+    if data and max(max(d) for d in data) > 10 * min(min(d) for d in data):
+        ax_lat.set_xscale("log")  # models or runtimes far apart: a linear axis flattens the fast ones
+        ax_lat.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax_lat.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax_lat.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax_lat.set_xlabel("latency per inference (ms), whiskers 1.5 IQR")
     ax_lat.set_title("latency on each device")
     names = [d.device for d in measured]
@@ -261,10 +267,16 @@ def bench_figure(report: Any, path: Path) -> None:
     highs = [d.speedup.ci_high - d.speedup.ratio for d in measured]
     ax_speed.errorbar(ratios, range(len(names)), xerr=[lows, highs], fmt="o", color="#333333", capsize=4)
     ax_speed.axvline(1.0, color="#c44e52", linestyle="--", linewidth=1)
+    ax_speed.set_xscale("log")  # ratios: 2x faster and 2x slower lie equally far from 1
+    if ratios:
+        low, high = min([d.speedup.ci_low for d in measured] + [1.0]), max([d.speedup.ci_high for d in measured] + [1.0])
+        ax_speed.set_xlim(low / 1.5, high * 1.5)
+        ax_speed.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}x"))
+        ax_speed.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax_speed.set_yticks(range(len(names)), names)
     ax_speed.invert_yaxis()
-    ax_speed.set_xlabel("int8 speedup over float32 (p50 ratio, 95 % CI)")
-    ax_speed.set_title("speedup (right of the line: int8 faster)")
+    ax_speed.set_xlabel("p50 ratio float32 / int8, 95 % CI")
+    ax_speed.set_title("int8 speedup (right of 1x: faster)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
