@@ -5,13 +5,10 @@ TensorFlow is imported inside the functions that need it, never at module import
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import os
 import re
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping

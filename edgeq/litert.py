@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .errors import ModelError
-from .types import ModelSummary, TensorInfo
+from .types import ModelSummary, TensorInfo, TensorSpec
 
 __all__ = [
     "captured_native_output",
@@ -226,10 +226,8 @@ def describe_model(model: str | os.PathLike, interp: Any | None = None) -> Model
     )
 
 
-def float_input_specs(model: str | os.PathLike) -> tuple["TensorSpec", ...]:
+def float_input_specs(model: str | os.PathLike) -> tuple[TensorSpec, ...]:
     """A .tflite model's inputs as float data specs (by signature name), for loading real samples to feed it."""
-    from .types import TensorSpec
-
     runner = ModelRunner(model)
     return tuple(
         TensorSpec(name=name, shape=(None, *info.shape[1:]), dtype="float32" if info.scale or info.dtype.startswith("float") else info.dtype)

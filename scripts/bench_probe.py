@@ -139,9 +139,10 @@ def main() -> None:
                         probe_p50.append(result.latency.p50_ms)
         ratio = statistics.median(probe_p50) / statistics.median(base_p50)
         rows.append((name, statistics.median(probe_p50), statistics.median(base_p50), ratio, statistics.median(overheads), result.runtime, result.runtime_version))
-    print(f"{args.rounds} rounds, {args.threads} threads, 300 timed runs each, ai-edge-litert on this machine\n")
+    runtimes = sorted({f"{row[5]} {row[6]}" for row in rows})
+    print(f"{args.rounds} rounds, {args.threads} threads, 300 timed runs each, {', '.join(runtimes)} on this machine\n")
     print(f"{'model':<22} {'probe p50 ms':>13} {'in-process p50 ms':>18} {'ratio':>7}  {'goal':<14} {'overhead s':>11}  {'goal':<8}")
-    for name, p, b, ratio, over, runtime, version in rows:
+    for name, p, b, ratio, over, _runtime, _version in rows:
         print(f"{name:<22} {p:>13.4f} {b:>18.4f} {ratio:>7.3f}  {'0.95..1.05 ' + ('met' if 0.95 <= ratio <= 1.05 else 'MISSED'):<14} {over:>11.3f}  {'<= 1.5 ' + ('met' if over <= 1.5 else 'MISSED')}")
     print("\noverhead = wall time of one probe_device call (check/upload, probe program, interpreter load, warm-up, parsing) minus the sum of its timed runs")
 

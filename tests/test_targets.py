@@ -21,7 +21,6 @@ from edgeq.errors import ConversionError, TargetFileError
 from edgeq.targets import (
     CPU_FEATURES,
     Target,
-    TargetSearchPath,
     apply_target,
     bundled_targets_dir,
     cpu_facts_from_cpuinfo,

@@ -13,7 +13,7 @@ from . import cli
 from ._output import print_renderables
 
 if TYPE_CHECKING:
-    from ..targets import Target, TargetSearchPath
+    from ..targets import Target
 
 __all__ = ["targets_group", "targets_dir_option", "TargetName"]
 

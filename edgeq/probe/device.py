@@ -98,7 +98,7 @@ def load_runtime(order):
         module_name, dist = RUNTIMES[name]
         try:
             module = __import__(module_name, fromlist=["Interpreter"])
-            getattr(module, "Interpreter")
+            module.Interpreter  # noqa: B018 - a module without it does not count as installed
         except Exception as exc:  # ImportError, or a broken install raising anything
             tried.append("%s (%s)" % (name, exc.__class__.__name__))
             continue
