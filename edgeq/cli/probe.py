@@ -68,18 +68,14 @@ def _fleet(devices: DeviceOptions, found, ui: FleetProgress, action: str, model:
     """Run ``per_device(conn, device) -> value`` on every device through the deployer's fleet runner.
 
     The fleet runner gives bounded concurrency, retries of transport errors
-    and one failure per device; values are collected beside its results.
+    and one failure per device; each device's value comes back in ``data``.
     """
-    from ..deploy import DeviceResult, DeviceStatus, run_fleet
-
-    values: dict[str, Any] = {}
+    from ..deploy import DeviceStatus, device_result, run_fleet
 
     def operation(conn, device, _progress):
-        values[device.name] = per_device(conn, device)
-        return DeviceResult(device=device.name, destination=device.destination, action=action, model=model, status=DeviceStatus.OK)
+        return device_result(device, action, model, DeviceStatus.OK, data=per_device(conn, device))
 
-    fleet = run_fleet(found, operation, connect=devices.connector(ui), action=action, model=model, options=devices.fleet_options(), events=ui)
-    return fleet, values
+    return run_fleet(found, operation, connect=devices.connector(ui), action=action, model=model, options=devices.fleet_options(), events=ui)
 
 
 @cli.command("probe")
@@ -124,10 +120,10 @@ def probe_cmd(model, devices: DeviceOptions, targets_dir, runs, min_s, warmup_ru
             return probe_device(conn, device, model_file, options, target=targets.get(device.target), threads=threads, parity=parity)
 
         with FleetProgress(len(found), action="probe", total_bytes=model_file.size_bytes, enabled=not as_json) as ui:
-            fleet, values = _fleet(devices, found, ui, "probe", model_file.name, per_device)
+            fleet = _fleet(devices, found, ui, "probe", model_file.name, per_device)
     rows = []
     for r in fleet.results:
-        result, parity_result = values.get(r.device, (None, None))
+        result, parity_result = r.data if r.data is not None else (None, None)
         rows.append({"device": r.device, "status": r.status.value, "reason": r.reason, "result": result, "parity": parity_result})
     if as_json:
         click.echo(to_json({"model": str(model), "devices": rows}))
@@ -217,14 +213,14 @@ def bench_cmd(ctx, model, calib, eval_data, devices: DeviceOptions, targets_dir,
         threads=threads,
     )
     with FleetProgress(len(found), action="bench", total_bytes=sum(m.size_bytes for m in models.values()), enabled=not as_json) as ui:
-        fleet, values = _fleet(
+        fleet = _fleet(
             devices, found, ui, "bench", stem,
             lambda conn, device: bench_device(conn, device, models, options, target=targets.get(device.target), parity=parity, say=ui.note),
         )
     benches = []
     for device, result in zip(found, fleet.results):
         if result.status.succeeded:
-            benches.append(values[device.name])
+            benches.append(result.data)
         else:
             benches.append(failed_device(device, targets.get(device.target), result.reason or "failed", result.status))
     report = BenchReport(
