@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .calibration import ImageOptions, load_samples
 from .deploy import DeviceStatus, ModelFile, deploy_to_device, model_dir
 from .errors import RemoteCommandError
 from .probe import DEFAULT_RUNTIMES, LatencyStats, Parity, ProbeOptions, ProbeResult, compare_parity, run_probe, summarize_latencies
@@ -129,12 +130,16 @@ class ParitySamples:
     host_outputs: dict[str, np.ndarray]
 
     @classmethod
-    def build(cls, int8_model: str | Path, float_samples: Mapping[str, np.ndarray], folder: Path) -> ParitySamples:
+    def load(cls, int8_model: str | Path, data: str | Path, folder: Path, count: int = 32, image_options: ImageOptions = ImageOptions()) -> ParitySamples:
+        """The first ``count`` samples of ``data`` (any --calib format; a labelled .npz's ``y`` is ignored),
+        quantized for the model, written to ``folder``, with the host interpreter's raw outputs for them."""
         from .litert import ModelRunner, captured_native_output
 
         with captured_native_output():  # the interpreter's "Created XNNPACK delegate" line
             runner = ModelRunner(int8_model)
-            raw = runner.quantize_inputs(float_samples)
+        samples = load_samples(data, runner.float_input_specs(), image_options)
+        with captured_native_output():
+            raw = runner.quantize_inputs({k: v[:count] for k, v in samples.items()})
             outputs = runner.run_raw(raw)
         path = folder / "parity_samples.npz"
         np.savez(path, **raw)
@@ -286,19 +291,16 @@ def _sweep(probe: Callable[..., ProbeResult], options: ProbeOptions, cores: int,
     points = []
     for runtime in DEFAULT_RUNTIMES:
         forced = dataclasses.replace(options, runtime=runtime)
-        for threads in range(1, cores + 1):
-            for label in (FLOAT, INT8):
-                say(f"{name}: sweep {runtime}, {threads} thread(s), {label}")
-                try:
+        try:
+            for threads in range(1, cores + 1):
+                for label in (FLOAT, INT8):
+                    say(f"{name}: sweep {runtime}, {threads} thread(s), {label}")
                     result = probe(label, forced, threads)
-                except RemoteCommandError as exc:
-                    if "no TFLite runtime could be imported" in exc.message:
-                        break  # not installed on this device: next runtime
-                    raise
-                points.append(SweepPoint(label, result.runtime, result.runtime_version, threads, result.xnnpack, result.latency.p50_ms))
-            else:
-                continue
-            break
+                    points.append(SweepPoint(label, result.runtime, result.runtime_version, threads, result.xnnpack, result.latency.p50_ms))
+        except RemoteCommandError as exc:
+            if "no TFLite runtime could be imported" not in exc.message:
+                raise
+            # not installed on this device (the first probe says so): next runtime
     return tuple(points)
 
 
@@ -317,13 +319,12 @@ def summarize_fleet(devices: Sequence[DeviceBench]) -> FleetSummary:
     measured = [d for d in devices if d.speedup is not None]
     ratios = {d.device: d.speedup.ratio for d in measured}
     p50: dict[str, tuple[float, float]] = {}
-    for label in (FLOAT, INT8):
-        values = [getattr(d, label).latency.p50_ms for d in measured]
-        if values:
-            p50[label] = (min(values), max(values))
     flagged = set(outliers(ratios))
     for label in (FLOAT, INT8):
-        flagged |= set(outliers({d.device: getattr(d, label).latency.p50_ms for d in measured}))
+        by_device = {d.device: getattr(d, label).latency.p50_ms for d in measured}
+        if by_device:
+            p50[label] = (min(by_device.values()), max(by_device.values()))
+        flagged |= set(outliers(by_device))
     values = sorted(ratios.values())
     return FleetSummary(
         devices=len(devices),

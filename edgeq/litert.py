@@ -26,7 +26,6 @@ __all__ = [
     "load_interpreter",
     "describe_model",
     "ModelRunner",
-    "float_input_specs",
     "quantize",
     "dequantize",
 ]
@@ -226,15 +225,6 @@ def describe_model(model: str | os.PathLike, interp: Any | None = None) -> Model
     )
 
 
-def float_input_specs(model: str | os.PathLike) -> tuple[TensorSpec, ...]:
-    """A .tflite model's inputs as float data specs (by signature name), for loading real samples to feed it."""
-    runner = ModelRunner(model)
-    return tuple(
-        TensorSpec(name=name, shape=(None, *info.shape[1:]), dtype="float32" if info.scale or info.dtype.startswith("float") else info.dtype)
-        for name, info in runner.inputs.items()
-    )
-
-
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
     """Float values to the integer domain of a tensor (round half to even, saturating)."""
     info = np.iinfo(dtype)
@@ -287,6 +277,13 @@ class ModelRunner:
             inputs,
             lambda info, x: np.asarray(x, dtype=np.dtype(info.dtype)),
             lambda info, y: np.array(y, copy=True),
+        )
+
+    def float_input_specs(self) -> tuple[TensorSpec, ...]:
+        """The inputs as float data specs (by signature name): what real samples to feed this model look like."""
+        return tuple(
+            TensorSpec(name=name, shape=(None, *info.shape[1:]), dtype="float32" if info.scale or info.dtype.startswith("float") else info.dtype)
+            for name, info in self.inputs.items()
         )
 
     def quantize_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -103,7 +103,7 @@ def probe_cmd(model, devices: DeviceOptions, targets_dir, runs, min_s, warmup_ru
       edgeq probe model_int8.tflite --host pi@192.168.1.20 --target rpi4b --samples calib.npz
       edgeq probe model_int8.tflite -i fleet.yml --limit lab --runs 200
     """
-    from ..bench import probe_device
+    from ..bench import ParitySamples, probe_device
     from ..deploy import prepare_model
     from ..report import probe_table, to_json
 
@@ -114,7 +114,7 @@ def probe_cmd(model, devices: DeviceOptions, targets_dir, runs, min_s, warmup_ru
     model_file = prepare_model(model, name=f"probe-{model.stem}"[:64])
     options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, _probe_timeout(timeout_s, devices))
     with tempfile.TemporaryDirectory(prefix="edgeq-parity-") as scratch:
-        parity = _parity_samples(model, samples, parity_samples, Path(scratch)) if samples else None
+        parity = ParitySamples.load(model, samples, Path(scratch), parity_samples) if samples else None
 
         def per_device(conn, device):
             return probe_device(conn, device, model_file, options, target=targets.get(device.target), threads=threads, parity=parity)
@@ -130,19 +130,6 @@ def probe_cmd(model, devices: DeviceOptions, targets_dir, runs, min_s, warmup_ru
     else:
         print_renderables(probe_table(rows))
     raise_for_fleet(fleet)
-
-
-def _parity_samples(model: Path, samples: Path, count: int, folder: Path):
-    """Load real samples against MODEL's inputs (as float), keep ``count``, and compute the host's outputs (kept in ``folder``)."""
-    from ..bench import ParitySamples
-    from ..calibration import load_samples
-    from ..litert import captured_native_output, float_input_specs
-
-    with captured_native_output():
-        specs = float_input_specs(model)
-    data = load_samples(samples, specs)
-    data = {k: v[:count] for k, v in data.items()}
-    return ParitySamples.build(model, data, folder)
 
 
 @cli.command("bench")
@@ -172,10 +159,8 @@ def bench_cmd(ctx, model, calib, eval_data, devices: DeviceOptions, targets_dir,
       edgeq bench model.keras --calib calib.npz -i fleet.yml --sweep
     """
     from ..bench import BenchOptions, BenchReport, ParitySamples, bench_device, failed_device, summarize_fleet
-    from ..calibration import load_labelled, load_samples
     from ..convert import ConvertOptions, convert_model
     from ..deploy import prepare_model
-    from ..litert import captured_native_output, float_input_specs
     from ..report import bench_tables, to_json, write_bench_reports
     from ..types import QuantMode
 
@@ -199,10 +184,7 @@ def bench_cmd(ctx, model, calib, eval_data, devices: DeviceOptions, targets_dir,
         float_result = convert_model(model, None, paths["float32"], ConvertOptions(mode=QuantMode.FLOAT32), progress=say)
         say("converting to int8")
         int8_result = convert_model(model, calib, paths["int8"], int8_options, eval_data=eval_data, progress=say, show_log=ctx.obj.get("debug", False))
-        with captured_native_output():
-            specs = float_input_specs(paths["int8"])
-        source = load_labelled(eval_data, specs)[0] if eval_data else load_samples(calib, specs, int8_options.image_options)
-        parity = ParitySamples.build(paths["int8"], {k: v[:32] for k, v in source.items()}, out_dir)
+        parity = ParitySamples.load(paths["int8"], eval_data or calib, out_dir, image_options=int8_options.image_options)
     models = {label: prepare_model(path, name=f"bench-{stem}-{label}"[:64]) for label, path in paths.items()}
     probe_options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, _probe_timeout(timeout_s, devices))
     options = BenchOptions(
