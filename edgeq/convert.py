@@ -9,7 +9,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -297,13 +296,9 @@ def _convert(model, calibration, output, options: ConvertOptions, eval_data, pro
     if eval_data is not None:
         eval_inputs, labels = load_labelled(eval_data, specs)
 
-    float_bytes = None
-    if mode is QuantMode.FLOAT32 or not mode.needs_calibration:
-        say("converting the float32 baseline")
-        float_bytes = run_converter(converter_for(float_model, QuantMode.FLOAT32, io_type, None, True), log)
-    if mode is QuantMode.FLOAT32:
-        quant_bytes = float_bytes
-    else:
+    quant_bytes = None
+    captured: dict[str, bytes] = {}
+    if mode is not QuantMode.FLOAT32:
         representative = None
         if mode.needs_calibration:
             n_calib = len(next(iter(calib.values())))
@@ -316,32 +311,30 @@ def _convert(model, calibration, output, options: ConvertOptions, eval_data, pro
         else:
             say(f"converting to {mode.value}")
         converter = converter_for(float_model, mode, io_type, representative, options.per_channel)
-        captured = capture_float_model(converter) if float_bytes is None else {}
+        # only calibrated modes build a float model first (dynamic and float16 quantize weights straight away)
+        captured = capture_float_model(converter) if mode.needs_calibration else {}
         quant_bytes = run_converter(converter, log)
-        if float_bytes is None:
-            float_bytes = captured.get("float")
-        if float_bytes is None:
-            say("converting the float32 baseline")
-            float_bytes = run_converter(converter_for(float_model, QuantMode.FLOAT32, io_type, None, True), log)
+    float_bytes = captured.get("float")
+    if float_bytes is None:
+        say("converting the float32 baseline")
+        float_bytes = run_converter(converter_for(float_model, QuantMode.FLOAT32, io_type, None, True), log)
+    if quant_bytes is None:
+        quant_bytes = float_bytes
 
-    with tempfile.TemporaryDirectory(prefix="edgeq-convert-") as tmp:
-        quant_file = Path(tmp) / "model.tflite"
-        quant_file.write_bytes(quant_bytes)
-        summary = describe_model(quant_file)
-        _check_integer_only(summary.float_ops, mode, options.allow_float_ops, warnings)
-
-        float_runner = ModelRunner(float_bytes)
-        quant_runner = ModelRunner(quant_bytes)
-        fidelity = None
-        if holdout:
-            n_hold = len(next(iter(holdout.values())))
-            say(f"measuring fidelity on {n_hold} held-out samples")
-            fidelity = compare_outputs(float_runner.run(holdout), quant_runner.run(holdout))
-            warnings.extend(_fidelity_warnings(fidelity))
-        acc = None
-        if eval_inputs is not None:
-            say(f"evaluating on {len(labels)} labelled samples")
-            acc = _evaluate(eval_data, float_runner, quant_runner, eval_inputs, labels)
+    summary = describe_model(quant_bytes)
+    _check_integer_only(summary.float_ops, mode, options.allow_float_ops, warnings)
+    float_runner = ModelRunner(float_bytes)
+    quant_runner = ModelRunner(quant_bytes)
+    fidelity = None
+    if holdout:
+        n_hold = len(next(iter(holdout.values())))
+        say(f"measuring fidelity on {n_hold} held-out samples")
+        fidelity = compare_outputs(float_runner.run(holdout), quant_runner.run(holdout))
+        warnings.extend(_fidelity_warnings(fidelity))
+    acc = None
+    if eval_inputs is not None:
+        say(f"evaluating on {len(labels)} labelled samples")
+        acc = _evaluate(eval_data, float_runner, quant_runner, eval_inputs, labels)
 
     tf = _import_tf()
     report = ConversionReport(

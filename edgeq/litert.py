@@ -181,10 +181,12 @@ def _signature_io(interp: Any) -> tuple[str | None, dict[str, int], dict[str, in
     return key, ins, outs
 
 
-def describe_model(model: str | os.PathLike, interp: Any | None = None) -> ModelSummary:
-    """Inputs/outputs with quantization, op census, tensor type census, ops left in float."""
-    path = Path(model)
-    interp = interp or load_interpreter(path, default_delegates=False)
+def describe_model(model: str | os.PathLike | bytes, interp: Any | None = None) -> ModelSummary:
+    """Inputs/outputs with quantization, op census, tensor type census, ops left in float.
+
+    ``model`` is a path or the model's bytes (then ``path`` is empty).
+    """
+    interp = interp or load_interpreter(model, default_delegates=False)
     _, sig_in, sig_out = _signature_io(interp)
     by_index_in = {v: k for k, v in sig_in.items()}
     by_index_out = {v: k for k, v in sig_out.items()}
@@ -213,9 +215,10 @@ def describe_model(model: str | os.PathLike, interp: Any | None = None) -> Model
         signatures = tuple(interp.get_signature_list())
     except (AttributeError, ValueError):
         pass
+    in_memory = isinstance(model, (bytes, bytearray))
     return ModelSummary(
-        path=str(path),
-        size_bytes=path.stat().st_size,
+        path="" if in_memory else str(model),
+        size_bytes=len(model) if in_memory else Path(model).stat().st_size,
         inputs=inputs,
         outputs=outputs,
         op_counts=dict(sorted(op_counts.items())),
