@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 from rich.table import Table
 from rich.text import Text
@@ -232,7 +231,7 @@ def bench_markdown(report: Any, figure: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bench_figure(report: Any, path: Path) -> None:
+def bench_figure(report: Any, target: Path | BinaryIO) -> None:
     """Latency distribution per device and model, and the speedup per device with its interval."""
     import matplotlib
 
@@ -278,31 +277,21 @@ def bench_figure(report: Any, path: Path) -> None:
     ax_speed.set_xlabel("p50 ratio float32 / int8, 95 % CI")
     ax_speed.set_title("int8 speedup (right of 1x: faster)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(target, format="png", dpi=110)
     plt.close(fig)
 
 
 def write_bench_reports(report: Any, prefix: Path) -> dict[str, Path]:
     """Write PREFIX.json, .csv, .md and .png atomically; return them by kind."""
-    from .files import atomic_write_bytes
+    from .files import atomic_write_bytes, atomic_writer
 
     paths = {kind: prefix.with_name(prefix.name + "." + kind) for kind in ("json", "csv", "md", "png")}
-    with tempfile_png(paths["png"]) as tmp_png:
-        bench_figure(report, tmp_png)
-        png = tmp_png.read_bytes()
     atomic_write_bytes(paths["json"], (to_json(report) + "\n").encode())
     atomic_write_bytes(paths["csv"], bench_csv(report).encode())
     atomic_write_bytes(paths["md"], bench_markdown(report, figure=paths["png"].name).encode())
-    atomic_write_bytes(paths["png"], png)
+    with atomic_writer(paths["png"]) as handle:
+        bench_figure(report, handle)
     return paths
-
-
-@contextlib.contextmanager
-def tempfile_png(final: Path):
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="edgeq-fig-") as tmp:
-        yield Path(tmp) / final.name
 
 
 def probe_table(rows: list[dict[str, Any]]) -> list[Any]:
