@@ -310,20 +310,22 @@ def _remote_join(*parts: str) -> str:
     return "/".join(p.rstrip("/") for p in parts if p)
 
 
+def _ensure_cached(conn: Any, remote_dir: str, local: Path, name: str) -> str:
+    """Copy ``local`` to ``<remote_dir>/probe/<name>`` unless it is there (``name`` carries its content hash)."""
+    path = _remote_join(remote_dir, "probe", name)
+    if not conn.run(f"test -f {shlex.quote(path)}", check=False).ok:
+        conn.put(local, path)
+    return path
+
+
 def ensure_probe(conn: Any, remote_dir: str) -> str:
     """Copy the probe program to the device once per version (cached by its hash); return its path."""
-    path = _remote_join(remote_dir, "probe", f"edgeq_probe_{probe_digest()}.py")
-    if not conn.run(f"test -f {shlex.quote(path)}", check=False).ok:
-        conn.put(PROBE_FILE, path)
-    return path
+    return _ensure_cached(conn, remote_dir, PROBE_FILE, f"edgeq_probe_{probe_digest()}.py")
 
 
 def _ensure_samples(conn: Any, remote_dir: str, samples: Path) -> str:
     digest = hashlib.sha256(samples.read_bytes()).hexdigest()[:16]
-    path = _remote_join(remote_dir, "probe", f"samples_{digest}.npz")
-    if not conn.run(f"test -f {shlex.quote(path)}", check=False).ok:
-        conn.put(samples, path)
-    return path
+    return _ensure_cached(conn, remote_dir, samples, f"samples_{digest}.npz")
 
 
 def run_probe(
