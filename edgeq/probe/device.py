@@ -136,15 +136,7 @@ def summarize(latencies_ms):
 def _inputs_for(interp, np, samples_path, seed):
     """One feed per sample: real samples from an .npz keyed by signature/tensor name, or random data."""
     details = interp.get_input_details()
-    names = {}
-    try:
-        signatures = interp.get_signature_list()
-        if signatures:
-            key = sorted(signatures)[0]
-            runner_inputs = interp.get_signature_runner(key).get_input_details()
-            names = dict((int(d["index"]), name) for name, d in runner_inputs.items())
-    except Exception:
-        names = {}
+    names = _signature_names(interp, "inputs")
     if samples_path:
         data = np.load(samples_path, allow_pickle=False)
         feeds = []
@@ -192,16 +184,17 @@ def _invoke(interp, feed):
     interp.invoke()
 
 
-def _output_names(interp):
+def _signature_names(interp, which):
+    """Tensor index -> name in the model's first signature (as the host's interpreter names them), for "inputs" or "outputs"."""
     try:
         signatures = interp.get_signature_list()
-        if signatures:
-            key = sorted(signatures)[0]
-            outs = interp.get_signature_runner(key).get_output_details()
-            return dict((int(d["index"]), name) for name, d in outs.items())
-    except Exception:
-        pass
-    return {}
+        if not signatures:
+            return {}
+        runner = interp.get_signature_runner(next(iter(signatures)))
+        details = runner.get_input_details() if which == "inputs" else runner.get_output_details()
+        return dict((int(d["index"]), name) for name, d in details.items())
+    except Exception:  # old runtimes without signature runners: tensor names are used
+        return {}
 
 
 def probe(args):
@@ -251,7 +244,7 @@ def probe(args):
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     outputs = None
     if args.samples and args.return_outputs:
-        out_names = _output_names(interp)
+        out_names = _signature_names(interp, "outputs")
         collected = {}
         for feed in feeds:
             _invoke(interp, feed)
