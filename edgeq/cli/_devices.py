@@ -69,16 +69,20 @@ class DeviceOptions:
     transfer_timeout_s: float = 600.0
     retries: int = 2
 
-    def resolve(self, targets_dir: str | os.PathLike | None = None) -> tuple[Device, ...]:
-        """The selected devices, fully resolved (inventory, ~/.ssh/config, target defaults); no connection is made."""
+    def resolve(self, targets_dir: str | os.PathLike | None = None, target_loader: Callable[[str], Any] | None = None) -> tuple[Device, ...]:
+        """The selected devices, fully resolved (inventory, ~/.ssh/config, target defaults); no connection is made.
+
+        ``target_loader(name)`` loads targets (a command that uses them later passes its own cache), else
+        they are loaded by name from ``targets_dir`` and the usual search path.
+        """
         from ..inventory import HostEntry, host_entries_from_specs, load_inventory, resolve_devices
 
         if self.hosts and self.inventory:
             raise click.UsageError("give either --host or --inventory, not both")
         if self.limit and not self.inventory:
             raise click.UsageError("--limit selects hosts of an --inventory")
-        loader = None
-        if targets_dir is not None:
+        loader = target_loader
+        if loader is None and targets_dir is not None:
             from ..targets import load_target
 
             loader = functools.partial(load_target, targets_dir=targets_dir)

@@ -107,10 +107,8 @@ def probe_cmd(model, devices: DeviceOptions, targets_dir, runs, min_s, warmup_ru
     from ..deploy import prepare_model
     from ..report import probe_table, to_json
 
-    found = devices.resolve(targets_dir)
     targets = _Targets(targets_dir)
-    for device in found:
-        targets.get(device.target)  # a bad target fails before any connection
+    found = devices.resolve(target_loader=targets.get)  # a bad target fails here, before any connection
     model_file = prepare_model(model, name=f"probe-{model.stem}"[:64])
     options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, _probe_timeout(timeout_s, devices))
     with tempfile.TemporaryDirectory(prefix="edgeq-parity-") as scratch:
@@ -164,10 +162,8 @@ def bench_cmd(ctx, model, calib, eval_data, devices: DeviceOptions, targets_dir,
     from ..report import bench_tables, to_json, write_bench_reports
     from ..types import QuantMode
 
-    found = devices.resolve(targets_dir)
     targets = _Targets(targets_dir)
-    for device in found:
-        targets.get(device.target)
+    found = devices.resolve(target_loader=targets.get)  # a bad target fails here, before any connection
     out_dir = out_dir or Path(f"edgeq-bench-{model.stem}")
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = model.stem
