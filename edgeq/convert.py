@@ -10,16 +10,18 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Union
 
 import numpy as np
 
 from . import __version__
 from .calibration import ImageOptions, load_labelled, load_samples, split_samples
-from .errors import CalibrationDataError, ConversionError, ModelError
+from .errors import CalibrationDataError, ConversionError, InternalError, ModelError
 from .files import atomic_writer
 from .litert import ModelRunner, captured_native_output, describe_model
 from .metrics import accuracy, compare_outputs, is_classifier_output
+from .quantize import FloatGraph, load_float_tflite
+from .recipe import CalibrationSettings, Engine, Override, Precision, Recipe, recipe_path_for
 from .types import ConversionReport, Fidelity, IOType, QuantMode, TensorSpec
 
 __all__ = [
@@ -29,6 +31,10 @@ __all__ = [
     "load_float_model",
     "FloatModel",
     "report_path_for",
+    "open_source",
+    "choose_engine",
+    "options_from_recipe",
+    "recipe_for",
 ]
 
 Progress = Callable[[str], None]
@@ -48,6 +54,10 @@ class ConvertOptions:
     allow_float_ops: bool = False
     per_channel: bool = True
     target: str | None = None
+    target_spec: Any = None  # the Target: its runtimes must be able to run the result
+    overrides: tuple[Override, ...] = ()  # per-layer precision (litert-quantizer)
+    engine: Engine | None = None  # None: chosen from the model and mode
+    recipe_versions: Mapping[str, str] | None = None  # --recipe: the versions it was made with
 
     def resolved_io_type(self) -> IOType:
         io = self.io_type or self.mode.default_io_type
@@ -67,6 +77,7 @@ class ConversionResult:
     model_bytes: bytes
     report: ConversionReport
     converter_log: str
+    recipe: Recipe | None = None
 
 
 def report_path_for(output: str | os.PathLike) -> Path:
@@ -266,7 +277,6 @@ def convert_model(
 def _convert(model, calibration, output, options: ConvertOptions, eval_data, progress: Progress | None, log: list[str]) -> ConversionResult:
     say = progress or (lambda _msg: None)
     mode = options.mode
-    io_type = options.resolved_io_type()
     out_path = Path(output) if output is not None else None
     if out_path is not None:
         _check_output_path(out_path)
@@ -275,27 +285,177 @@ def _convert(model, calibration, output, options: ConvertOptions, eval_data, pro
 
     warnings: list[str] = []
     say(f"loading {model}")
-    float_model = load_float_model(model)
-    specs = float_model.input_specs()
+    source = open_source(model)
+    engine = choose_engine(source, options)
+    io_type = _engine_io_type(options, engine)
+    specs = source.inputs if isinstance(source, FloatGraph) else source.input_specs()
 
-    if calibration is not None:
-        samples = load_samples(calibration, specs, options.image_options)
-        if mode.needs_calibration:
-            split = split_samples(samples, options.calibration_samples, options.seed)
-            calib, holdout = split.calibration, split.holdout
-        else:
-            calib = {}
-            order = np.random.default_rng(options.seed).permutation(len(next(iter(samples.values()))))
-            idx = np.sort(order[:MAX_FIDELITY_SAMPLES])
-            holdout = {k: v[idx] for k, v in samples.items()}
-    else:
-        calib, holdout = {}, {}
-        warnings.append("no calibration data given: fidelity was not measured")
-
+    calib, holdout = _calibration_split(calibration, specs, options, warnings)
     eval_inputs = labels = None
     if eval_data is not None:
         eval_inputs, labels = load_labelled(eval_data, specs)
 
+    graph: FloatGraph | None = None
+    if engine is Engine.TFLITE_CONVERTER:
+        assert isinstance(source, FloatModel)
+        quant_bytes, float_bytes = _tf_convert(source, mode, io_type, calib, options.per_channel, say, log)
+    else:
+        if isinstance(source, FloatGraph):
+            graph = source
+        else:
+            say("converting to a float32 .tflite for litert-quantizer")
+            graph = FloatGraph(run_converter(converter_for(source, QuantMode.FLOAT32, IOType.FLOAT32, None, True), log), source=str(model))
+            calib, holdout = _rename_inputs(calib, graph), _rename_inputs(holdout, graph)
+            if eval_inputs is not None:
+                eval_inputs = _rename_inputs(eval_inputs, graph)
+        if graph.signature_added:
+            warnings.append("the model had no signature: edgeq added 'serving_default' from its inputs and outputs")
+        statistics = None
+        if mode.needs_calibration:
+            say(f"calibrating on {len(next(iter(calib.values())))} samples (litert-quantizer)")
+            statistics = graph.calibrate(calib)
+        say(f"quantizing to {mode.value}" + (f" with {len(options.overrides)} override(s)" if options.overrides else ""))
+        quant_bytes = graph.quantize(mode, statistics, options.overrides, options.per_channel)
+        float_bytes = graph.model
+
+    summary = describe_model(quant_bytes)
+    if _keeps_float(options):
+        if summary.float_ops:
+            warnings.append(f"op(s) in float32 as the per-layer overrides ask: {', '.join(summary.float_ops)}")
+    else:
+        _check_integer_only(summary.float_ops, mode, options.allow_float_ops, warnings)
+    if options.target_spec is not None:
+        from .kernels import check_runs_on_target
+
+        check_runs_on_target(quant_bytes, options.target_spec)
+    float_runner = ModelRunner(float_bytes)
+    quant_runner = ModelRunner(quant_bytes)
+    fidelity = None
+    if holdout:
+        n_hold = len(next(iter(holdout.values())))
+        say(f"measuring fidelity on {n_hold} held-out samples")
+        fidelity = compare_outputs(float_runner.run(holdout), quant_runner.run(holdout))
+        warnings.extend(_fidelity_warnings(fidelity))
+    acc = None
+    if eval_inputs is not None:
+        say(f"evaluating on {len(labels)} labelled samples")
+        acc = _evaluate(eval_data, float_runner, quant_runner, eval_inputs, labels)
+
+    versions = tool_versions(engine, tensorflow=isinstance(source, FloatModel))
+    recipe = recipe_for(options, engine, versions)
+    warnings.extend(_version_warnings(options.recipe_versions, versions))
+    report = ConversionReport(
+        model=str(model),
+        output=str(out_path) if out_path else "",
+        mode=mode,
+        io_type=_actual_io_type(summary, io_type),
+        target=options.target,
+        float_size_bytes=len(float_bytes),
+        quantized_size_bytes=len(quant_bytes),
+        size_ratio=round(len(quant_bytes) / len(float_bytes), 4),
+        calibration_samples=len(next(iter(calib.values()))) if calib else 0,
+        holdout_samples=fidelity.samples if fidelity else 0,
+        summary=dataclasses.replace(summary, path=str(out_path) if out_path else ""),
+        fidelity=fidelity,
+        accuracy=acc,
+        warnings=tuple(warnings),
+        edgeq_version=__version__,
+        converter_version=", ".join(f"{k} {v}" for k, v in versions.items() if k != "edgeq"),
+        engine=engine.value,
+        overrides=tuple(o.describe() for o in options.overrides),
+        weights=_weight_census(quant_bytes),
+    )
+    if out_path is not None:
+        write_outputs(out_path, quant_bytes, report, recipe)
+    return ConversionResult(model_bytes=quant_bytes, report=report, converter_log="", recipe=recipe)
+
+
+Source = Union[FloatModel, FloatGraph]
+
+
+def open_source(model: str | os.PathLike) -> Source:
+    """A Keras/SavedModel model (TF converter) or a float ``.tflite`` (litert-quantizer)."""
+    path = Path(model)
+    if path.is_file() and path.suffix.lower() == ".tflite":
+        return load_float_tflite(path)
+    return load_float_model(path)
+
+
+def choose_engine(source: Source, options: ConvertOptions) -> Engine:
+    """The TF converter for Keras/SavedModel in its own modes; litert-quantizer for .tflite, int4 and overrides."""
+    if options.engine is not None:
+        if options.engine is Engine.TFLITE_CONVERTER and isinstance(source, FloatGraph):
+            raise ConversionError("the recipe's engine is tflite-converter, which needs a Keras or SavedModel model, not a .tflite")
+        return options.engine
+    if isinstance(source, FloatGraph) or options.overrides or options.mode.needs_litert_quantizer:
+        return Engine.LITERT_QUANTIZER
+    return Engine.TFLITE_CONVERTER
+
+
+# what litert-quantizer gives each mode's inputs and outputs: it keeps the float model's I/O tensors in
+# the activations' type (int8 or int16), or float where activations stay float
+_LITERT_IO = {
+    QuantMode.INT8: IOType.INT8,
+    QuantMode.INT16X8: IOType.INT16,
+    QuantMode.W4A8: IOType.INT8,
+    QuantMode.INT4_WEIGHT: IOType.FLOAT32,
+    QuantMode.DYNAMIC: IOType.FLOAT32,
+    QuantMode.FLOAT16: IOType.FLOAT32,
+    QuantMode.FLOAT32: IOType.FLOAT32,
+}
+
+
+def _engine_io_type(options: ConvertOptions, engine: Engine) -> IOType:
+    if engine is Engine.TFLITE_CONVERTER:
+        return options.resolved_io_type()
+    natural = _LITERT_IO[options.mode]
+    if options.io_type is not None and options.io_type is not natural:
+        raise ConversionError(
+            f"--io-type {options.io_type.value} is not possible here: litert-quantizer (used for .tflite input, "
+            f"int4 modes and per-layer overrides) gives --mode {options.mode.value} {natural.value} inputs and outputs",
+            hint=f"leave --io-type out or use --io-type {natural.value}; for other I/O types convert the Keras/SavedModel "
+            "model without overrides",
+        )
+    return natural
+
+
+def _actual_io_type(summary: Any, fallback: IOType) -> IOType:
+    dtypes = {t.dtype for t in summary.inputs}
+    if len(dtypes) == 1 and (only := next(iter(dtypes))) in {t.value for t in IOType}:
+        return IOType(only)
+    return fallback
+
+
+def _keeps_float(options: ConvertOptions) -> bool:
+    return any(o.precision is Precision.FLOAT for o in options.overrides)
+
+
+def _rename_inputs(arrays: Mapping[str, np.ndarray], graph: FloatGraph) -> dict[str, np.ndarray]:
+    """Keras input names -> the float .tflite signature's names (by position when they differ)."""
+    names = [spec.name for spec in graph.inputs]
+    if not arrays or set(arrays) == set(names):
+        return dict(arrays)
+    if len(arrays) != len(names):
+        raise InternalError(f"the float .tflite has inputs {names}; the data has {list(arrays)}")
+    return {new: arrays[old] for old, new in zip(arrays, names)}
+
+
+def _calibration_split(calibration: Any, specs: Any, options: ConvertOptions, warnings: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Calibration samples and the disjoint held-out samples (at most MAX_FIDELITY_SAMPLES) that measure fidelity."""
+    if calibration is None:
+        warnings.append("no calibration data given: fidelity was not measured")
+        return {}, {}
+    samples = load_samples(calibration, specs, options.image_options)
+    if options.mode.needs_calibration:
+        split = split_samples(samples, options.calibration_samples, options.seed)
+        return split.calibration, split.holdout
+    order = np.random.default_rng(options.seed).permutation(len(next(iter(samples.values()))))
+    idx = np.sort(order[:MAX_FIDELITY_SAMPLES])
+    return {}, {k: v[idx] for k, v in samples.items()}
+
+
+def _tf_convert(source: FloatModel, mode: QuantMode, io_type: IOType, calib: Mapping[str, np.ndarray], per_channel: bool, say: Progress, log: list[str]) -> tuple[bytes, bytes]:
+    """(quantized, float) bytes from the TF converter; the float model is the converter's own when it built one."""
     quant_bytes = None
     captured: dict[str, bytes] = {}
     if mode is not QuantMode.FLOAT32:
@@ -310,54 +470,81 @@ def _convert(model, calibration, output, options: ConvertOptions, eval_data, pro
             say(f"converting to {mode.value} (calibrating on {n_calib} samples)")
         else:
             say(f"converting to {mode.value}")
-        converter = converter_for(float_model, mode, io_type, representative, options.per_channel)
+        converter = converter_for(source, mode, io_type, representative, per_channel)
         # only calibrated modes build a float model first (dynamic and float16 quantize weights straight away)
         captured = capture_float_model(converter) if mode.needs_calibration else {}
         quant_bytes = run_converter(converter, log)
     float_bytes = captured.get("float")
     if float_bytes is None:
         say("converting the float32 baseline")
-        float_bytes = run_converter(converter_for(float_model, QuantMode.FLOAT32, io_type, None, True), log)
-    if quant_bytes is None:
-        quant_bytes = float_bytes
+        float_bytes = run_converter(converter_for(source, QuantMode.FLOAT32, io_type, None, True), log)
+    return (quant_bytes if quant_bytes is not None else float_bytes), float_bytes
 
-    summary = describe_model(quant_bytes)
-    _check_integer_only(summary.float_ops, mode, options.allow_float_ops, warnings)
-    float_runner = ModelRunner(float_bytes)
-    quant_runner = ModelRunner(quant_bytes)
-    fidelity = None
-    if holdout:
-        n_hold = len(next(iter(holdout.values())))
-        say(f"measuring fidelity on {n_hold} held-out samples")
-        fidelity = compare_outputs(float_runner.run(holdout), quant_runner.run(holdout))
-        warnings.extend(_fidelity_warnings(fidelity))
-    acc = None
-    if eval_inputs is not None:
-        say(f"evaluating on {len(labels)} labelled samples")
-        acc = _evaluate(eval_data, float_runner, quant_runner, eval_inputs, labels)
 
-    tf = _import_tf()
-    report = ConversionReport(
-        model=str(model),
-        output=str(out_path) if out_path else "",
-        mode=mode,
-        io_type=io_type,
-        target=options.target,
-        float_size_bytes=len(float_bytes),
-        quantized_size_bytes=len(quant_bytes),
-        size_ratio=round(len(quant_bytes) / len(float_bytes), 4),
-        calibration_samples=len(next(iter(calib.values()))) if calib else 0,
-        holdout_samples=fidelity.samples if fidelity else 0,
-        summary=dataclasses.replace(summary, path=str(out_path) if out_path else ""),
-        fidelity=fidelity,
-        accuracy=acc,
-        warnings=tuple(warnings),
-        edgeq_version=__version__,
-        converter_version=f"tensorflow {tf.__version__}",
+def tool_versions(engine: Engine, tensorflow: bool) -> dict[str, str]:
+    """The versions that decide a model's bytes: recorded in its recipe and report."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"edgeq": __version__}
+    names = (["tensorflow"] if tensorflow else []) + (["litert-quantizer", "ai-edge-litert"] if engine is Engine.LITERT_QUANTIZER else [])
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def recipe_for(options: ConvertOptions, engine: Engine, versions: Mapping[str, str]) -> Recipe:
+    return Recipe(
+        mode=options.mode,
+        engine=engine,
+        io_type=options.io_type,
+        overrides=tuple(options.overrides),
+        per_channel=options.per_channel,
+        calibration=CalibrationSettings(
+            samples=options.calibration_samples,
+            seed=options.seed,
+            pixel_range=options.image_options.pixel_range,
+            mean=options.image_options.mean,
+            std=options.image_options.std,
+        ),
+        versions=dict(versions),
     )
-    if out_path is not None:
-        _write_pair(out_path, quant_bytes, report)
-    return ConversionResult(model_bytes=quant_bytes, report=report, converter_log="")
+
+
+def options_from_recipe(recipe: Recipe, base: ConvertOptions = ConvertOptions()) -> ConvertOptions:
+    """Convert options that make the recipe's model again (``edgeq convert --recipe``)."""
+    cal = recipe.calibration
+    return dataclasses.replace(
+        base,
+        mode=recipe.mode,
+        io_type=recipe.io_type,
+        overrides=recipe.overrides,
+        per_channel=recipe.per_channel,
+        calibration_samples=cal.samples,
+        seed=cal.seed,
+        image_options=ImageOptions(pixel_range=cal.pixel_range, mean=cal.mean, std=cal.std),
+        engine=recipe.engine,
+        recipe_versions=dict(recipe.versions),
+    )
+
+
+def _version_warnings(wanted: Mapping[str, str] | None, have: Mapping[str, str]) -> list[str]:
+    if not wanted:
+        return []
+    return [
+        f"the recipe was made with {name} {wanted[name]}; this is {name} {have[name]}: the bytes may differ"
+        for name in have
+        if name in wanted and name != "edgeq" and wanted[name] != have[name]
+    ]
+
+
+def _weight_census(model_bytes: bytes) -> dict[str, dict[str, int]]:
+    """Per op type, how many ops have int4, int8 or float weights (from the flatbuffer: the interpreter shows int4 as int8)."""
+    from .quantize import weight_census
+
+    return weight_census(model_bytes)
 
 
 def converter_for(float_model: FloatModel, mode: QuantMode, io_type: IOType, representative: Any, per_channel: bool) -> Any:
@@ -378,7 +565,7 @@ def _check_output_path(out: Path) -> None:
 
 
 def _check_integer_only(float_ops: tuple[str, ...], mode: QuantMode, allow: bool, warnings: list[str]) -> None:
-    if not float_ops or mode not in (QuantMode.INT8, QuantMode.INT16X8):
+    if not float_ops or not mode.integer_only:
         return
     ops = ", ".join(float_ops)
     if allow:
@@ -418,9 +605,9 @@ def _evaluate(path: Any, float_runner: ModelRunner, quant_runner: ModelRunner, i
     return accuracy(labels, float_out[heads[0]], quant_out[heads[0]])
 
 
-def _write_pair(out: Path, model_bytes: bytes, report: ConversionReport) -> None:
-    """Write the model and its report so that both or neither replace what was there."""
-    report_file = report_path_for(out)
-    with atomic_writer(out) as model_tmp, atomic_writer(report_file) as report_tmp:
+def write_outputs(out: Path, model_bytes: bytes, report: ConversionReport, recipe: Recipe) -> None:
+    """Write the model, its report and its recipe so that all or none replace what was there."""
+    with atomic_writer(out) as model_tmp, atomic_writer(report_path_for(out)) as report_tmp, atomic_writer(recipe_path_for(out)) as recipe_tmp:
         model_tmp.write(model_bytes)
         report_tmp.write(json.dumps(report.to_dict(), indent=2).encode() + b"\n")
+        recipe_tmp.write(recipe.to_json().encode())

@@ -15,7 +15,8 @@ Anything else is a bug and keeps its traceback.
     ├── HostKeyError                exit 9   unknown or changed host key
     ├── RemoteCommandError          exit 10  a command on the device failed
     ├── ProbeOutputError            exit 11  the probe's result could not be read
-    └── PartialFailure              exit 12  some devices of a fleet failed
+    ├── PartialFailure              exit 12  some devices of a fleet failed
+    └── BudgetNotMet (edgeq.tune)   exit 13  no candidate within the accuracy budget
 
 Exit code 2 is click's: bad command-line usage.
 """

@@ -30,8 +30,9 @@ __all__ = [
     "dequantize",
 ]
 
-# Ops that only move values between the float and integer domains.
-_CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+# Ops that compute nothing in float: conversions between the float and integer domains, and SHAPE
+# (it reads a tensor's dimensions only; litert-quantizer feeds it a dequantized copy of an int8 tensor).
+_CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "SHAPE"})
 _FLOAT_TYPES = frozenset({"float32", "float16", "float64"})
 
 

@@ -73,6 +73,15 @@ def summary_tables(summary: ModelSummary) -> list[Any]:
     return [head, _io_table("inputs", summary.inputs), _io_table("outputs", summary.outputs), ops, types]
 
 
+def layers_table(layers: Iterable[Any]) -> Table:
+    table = Table(title="layers (select them with --layer PATTERN=PRECISION or --op OP=PRECISION)")
+    for col in ("#", "op", "weights", "name"):
+        table.add_column(col, justify="right" if col == "#" else "left", overflow="fold")
+    for layer in layers:
+        table.add_row(str(layer.index), layer.op, "yes" if layer.has_weights else "", layer.name)
+    return table
+
+
 def layer_table(layers: Iterable[Any]) -> Table:
     """Layers with the largest quantization error (from ``edgeq inspect --per-layer``)."""
     table = Table(title="layers by quantization error (RMSE / scale; ~0.29 is ideal rounding)", title_justify="left")
@@ -92,6 +101,15 @@ def conversion_tables(report: ConversionReport) -> list[Any]:
     table.add_row(f"{report.mode.value} size", f"{report.quantized_size_bytes} B ({format_bytes(report.quantized_size_bytes)})")
     table.add_row("size ratio (quantized / float)", f"{report.size_ratio:.3f}")
     table.add_row("calibration samples", str(report.calibration_samples))
+    if report.engine:
+        table.add_row("quantized by", report.engine)
+    for override in report.overrides:
+        table.add_row("override", override)
+    from .kernels import weights_text
+
+    weights = weights_text(report.weights)
+    if weights:
+        table.add_row("weights", weights)
     table.add_row("ops left in float", ", ".join(report.summary.float_ops) or "none")
     for t in report.summary.inputs:
         table.add_row(f"input '{t.name}'", f"{t.dtype}  {_quant(t)}")
@@ -248,7 +266,7 @@ def bench_figure(report: Any, target: Path | BinaryIO) -> None:
             labels.append(f"{d.device} {run.label}")
             colors.append(color)
     if data:
-        boxes = ax_lat.boxplot(data, vert=False, showfliers=False, patch_artist=True, widths=0.6, medianprops={"color": "black", "linewidth": 1.5})
+        boxes = ax_lat.boxplot(data, orientation="horizontal", showfliers=False, patch_artist=True, widths=0.6, medianprops={"color": "black", "linewidth": 1.5})
         for patch, color in zip(boxes["boxes"], colors):
             patch.set_facecolor(color)
         ax_lat.set_yticks(range(1, len(labels) + 1), labels)
@@ -370,3 +388,174 @@ def bench_tables(report: Any) -> list[Any]:
         if fleet.outliers:
             parts.append(Text(f"outlier devices: {', '.join(fleet.outliers)}", style="yellow"))
     return parts
+
+
+# --------------------------------------------------------------------------- tune
+
+
+def _score_text(score: Any, kind: str) -> str:
+    if score is None:
+        return "-"
+    if kind == "accuracy" and score.drop_points is not None:
+        return f"{score.accuracy * 100:.2f} % (drop {score.drop_points:.2f})"
+    if kind == "agreement" and score.agreement_pct is not None:
+        return f"{score.agreement_pct:.2f} % agree"
+    return _db(score.sqnr_db) if score.sqnr_db is not None else "-"
+
+
+def _latency_cell(report: Any, candidate: str) -> str:
+    cells = []
+    for d in report.devices:
+        for lat in d.latencies:
+            if lat.candidate == candidate:
+                cells.append(f"{_ms(lat.p50_ms)} [{_ms(lat.ci_low_ms)}, {_ms(lat.ci_high_ms)}]" + (f" {d.device}" if len(report.devices) > 1 else ""))
+    return "; ".join(cells) or ("not measured" if not report.latency_measured else "-")
+
+
+def _tune_verdict(report: Any, c: Any) -> str:
+    if c.error:
+        return "refused: " + c.error
+    chosen = report.chosen or {}
+    names = {chosen.get("candidate")} | {v["candidate"] for v in chosen.get("per_device", {}).values()}
+    if c.name in names:
+        return "CHOSEN"
+    return "within budget" if c.meets_budget else "over budget"
+
+
+def tune_rows(report: Any) -> list[dict[str, Any]]:
+    rows = []
+    for c in report.candidates:
+        rows.append(
+            {
+                "candidate": c.name,
+                "step": c.step,
+                "precision": c.precision_summary(),
+                "size_bytes": c.size_bytes,
+                "search_score": _score_text(c.score, report.budget_kind),
+                "latency_p50_ms": _latency_cell(report, c.name),
+                "verdict": _tune_verdict(report, c),
+            }
+        )
+    return rows
+
+
+def tune_tables(report: Any) -> list[Any]:
+    table = Table(title=f"edgeq tune: {report.model} (budget: {report.budget})", title_justify="left")
+    for col, justify in (("candidate", "left"), ("how", "left"), ("size", "right"), ("search split", "right"), ("p50 ms [95 % CI]", "right"), ("verdict", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for row in tune_rows(report):
+        style = "bold green" if row["verdict"] == "CHOSEN" else ("dim" if row["verdict"].startswith("refused") else "")
+        table.add_row(row["candidate"], row["step"], format_bytes(row["size_bytes"]), row["search_score"], row["latency_p50_ms"], Text(row["verdict"], style=style))
+    parts: list[Any] = [table]
+    s = report.samples
+    parts.append(Text(f"data: {s['calibration']} calibrate, {s['search']} guide the search, {s['report']} give the figures below (seen by neither)"))
+    for name, score in report.report_split.items():
+        parts.append(Text(f"report split, {name}: {_score_text(score, report.budget_kind)}"))
+    for d in report.devices:
+        if d.status != "ok":
+            parts.append(Text(f"{d.device}: {d.status}: {d.reason}", style="red"))
+        elif d.chosen:
+            lat = next(x for x in d.latencies if x.candidate == d.chosen)
+            energy = f", ~{lat.energy_mj:.3g} mJ per inference (ESTIMATE: p50 x {d.power_w:g} W typical power)" if lat.energy_mj is not None else ""
+            parts.append(Text(f"{d.device}: fastest within budget: {d.chosen} ({_ms(lat.p50_ms)} ms p50 on {lat.runtime} {lat.runtime_version or ''}){energy}"))
+    for note in report.notes:
+        parts.append(Text(f"note: {note}", style="yellow"))
+    if report.chosen:
+        if "path" in report.chosen:
+            parts.append(Text(f"chosen: {report.chosen['candidate']} -> {report.chosen['path']} (recipe {report.chosen['recipe']})", style="bold"))
+        for device, files in report.chosen.get("per_device", {}).items():
+            if "path" not in report.chosen:
+                parts.append(Text(f"chosen for {device}: {files['candidate']} -> {files['path']}", style="bold"))
+    elif report.best_found:
+        parts.append(Text(f"nothing within the budget; the closest: {report.best_found}", style="red"))
+    return parts
+
+
+def tune_markdown(report: Any, figure: str | None = None) -> str:
+    lines = [f"# edgeq tune: {report.model}", "", f"Budget: {report.budget}. Candidates evaluated: {report.evaluations}.", ""]
+    s = report.samples
+    lines.append(f"Data: {s['calibration']} samples calibrate, {s['search']} guide the search, {s['report']} (seen by neither) give the reported figures.")
+    lines += ["", "| candidate | how | precision | size | search split | p50 ms [95 % CI] | verdict |", "|---|---|---|---:|---:|---:|---|"]
+    for row in tune_rows(report):
+        lines.append(f"| {row['candidate']} | {row['step']} | {row['precision']} | {row['size_bytes']} | {row['search_score']} | {row['latency_p50_ms']} | {row['verdict']} |")
+    lines += ["", "## On the report split", ""]
+    for name, score in report.report_split.items():
+        lines.append(f"- {name}: {_score_text(score, report.budget_kind)}")
+    if report.devices:
+        lines += ["", "## Devices", ""]
+        for d in report.devices:
+            if d.status != "ok":
+                lines.append(f"- {d.device}: {d.status}: {d.reason}")
+                continue
+            lines.append(f"- {d.device}: chosen {d.chosen or 'nothing'}")
+            for lat in d.latencies:
+                energy = f", ~{lat.energy_mj:.3g} mJ/inference (estimate)" if lat.energy_mj is not None else ""
+                lines.append(f"  - {lat.candidate}: p50 {_ms(lat.p50_ms)} ms [{_ms(lat.ci_low_ms)}, {_ms(lat.ci_high_ms)}] on {lat.runtime} {lat.runtime_version or ''}, {lat.threads} thread(s){energy}")
+    if report.ranking:
+        lines += ["", "## Layers by int8 error (RMSE / scale, worst first)", ""]
+        for e in report.ranking[:10]:
+            value = "undefined" if e.undefined else f"{e.rmse_over_scale:.3g}"
+            lines.append(f"- #{e.index} {e.op} `{e.layer}`: {value}")
+    if report.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+    if figure:
+        lines += ["", f"![accuracy against latency]({figure})"]
+    return "\n".join(lines) + "\n"
+
+
+def tune_figure(report: Any, target: Path | BinaryIO) -> None:
+    """Accuracy loss against latency (or size, without a device): one marker per candidate, the budget as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kind = report.budget_kind
+    fig, ax = plt.subplots(figsize=(8, 5))
+    latency = {}
+    for d in report.devices:
+        for lat in d.latencies:
+            latency.setdefault(lat.candidate, lat.p50_ms)  # the first device's, when several
+    use_latency = bool(latency)
+    xs, ys, names = [], [], []
+    for c in report.candidates:
+        if not c.ran or c.score is None:
+            continue
+        x = latency.get(c.name) if use_latency else c.size_bytes / 1024
+        if x is None:
+            continue
+        xs.append(x)
+        ys.append(c.score.loss(kind) if kind != "sqnr" else c.score.sqnr_db)
+        names.append(c.name)
+    chosen = set()
+    if report.chosen:
+        chosen = {report.chosen.get("candidate")} | {v["candidate"] for v in report.chosen.get("per_device", {}).values()}
+    for x, y, name in zip(xs, ys, names):
+        ax.scatter([x], [y], color="#2ca02c" if name in chosen else "#4c72b0", s=60 if name in chosen else 30, zorder=3)
+        ax.annotate(name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    limit = {"accuracy": "max_drop", "agreement": "min_agreement", "sqnr": "min_sqnr"}[kind]
+    budget_value = float(report.budget.split()[-2]) if report.budget.split()[-2].replace(".", "", 1).lstrip("-").isdigit() else None
+    if budget_value is not None:
+        line = budget_value if kind in ("accuracy", "sqnr") else 100.0 - budget_value
+        ax.axhline(line, color="#c44e52", linestyle="--", linewidth=1, label=f"budget ({limit})")
+        ax.legend(loc="best")
+    ax.set_xlabel("p50 latency (ms), first device" if use_latency else "size (KiB); latency not measured")
+    ax.set_ylabel({"accuracy": "accuracy drop (points)", "agreement": "100 - top-1 agreement (%)", "sqnr": "SQNR (dB)"}[kind])
+    ax.set_title(f"edgeq tune: {Path(report.model).name}")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(target, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_tune_reports(report: Any, prefix: Path) -> dict[str, Path]:
+    """Write PREFIX.json, .md and .png atomically (the folder is made here); return them by kind."""
+    from .files import atomic_write_bytes, atomic_writer
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    paths = {kind: prefix.with_name(prefix.name + "." + kind) for kind in ("json", "md", "png")}
+    atomic_write_bytes(paths["json"], (to_json(report) + "\n").encode())
+    atomic_write_bytes(paths["md"], tune_markdown(report, figure=paths["png"].name).encode())
+    with atomic_writer(paths["png"]) as handle:
+        tune_figure(report, handle)
+    return paths

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Speedup", "speedup", "verdict", "outliers"]
+__all__ = ["Speedup", "speedup", "verdict", "outliers", "median_interval"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,18 @@ def speedup(
         confidence=confidence,
         resamples=resamples,
     )
+
+
+def median_interval(latencies_ms: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(p50, low, high): the median with a percentile-bootstrap interval."""
+    a = np.asarray(latencies_ms, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("no latencies")
+    rng = np.random.default_rng(seed)
+    medians = np.median(a[rng.integers(0, a.size, (resamples, a.size))], axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(medians, [tail, 100.0 - tail])
+    return float(np.median(a)), float(low), float(high)
 
 
 def verdict(s: Speedup, candidate: str = "int8", baseline: str = "float32") -> str:

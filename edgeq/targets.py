@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import platform
 import re
@@ -96,6 +97,7 @@ AUTO = "auto"  # resolved from the machine edgeq runs on; only for transport = "
 UNKNOWN = "unknown"  # a fact the file cannot state (generic targets)
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 # --------------------------------------------------------------------------- the target
 
@@ -158,9 +160,12 @@ class Target:
     arch: str  # userland architecture, as `uname -m` names it under a kernel of the same width
     cpu: CPU
     memory_mb: int | None  # RAM in MiB; None: unknown
+    power_w: float | None  # typical board power while running inference, in watts; None: unknown
     os: str
     python: str  # Python command on the device
     runtimes: tuple[str, ...]  # preferred first
+    # the newest release of each runtime such a device can install; a runtime not named: its newest release
+    runtime_versions: Mapping[str, str] = dataclasses.field(hash=False)
     default_threads: int
     delegates: tuple[str, ...]  # preferred first
     quantization: Quantization
@@ -181,11 +186,11 @@ class Target:
 
 @dataclasses.dataclass(frozen=True)
 class _Field:
-    kind: str  # "str" | "int" | "bool" | "list" | "table"
+    kind: str  # "str" | "int" | "number" | "bool" | "list" | "table" | "versions" (a table of runtime name -> version)
     required: bool = True
     choices: tuple[str, ...] = ()  # for "str" values and "list" items
     special: tuple[str, ...] = ()  # sentinel strings accepted instead of the value: AUTO, UNKNOWN
-    minimum: int | None = None
+    minimum: int | None = None  # "number": the value must be greater than this
     maximum: int | None = None
     non_empty: bool = False  # lists
     inherited: bool = True  # merged from the parent by `extends`
@@ -201,9 +206,11 @@ _SCHEMA: dict[str, _Field] = {
     "extends": _Field("str", required=False, inherited=False),
     "arch": _Field("str", choices=ARCHES, special=(AUTO,), what="architecture"),
     "memory_mb": _Field("int", minimum=1, special=(AUTO, UNKNOWN)),
+    "power_w": _Field("number", required=False, minimum=0, maximum=10_000),
     "os": _Field("str", special=(AUTO,)),
     "python": _Field("str", special=(AUTO,)),
     "runtimes": _Field("list", choices=RUNTIMES, non_empty=True, what="runtime"),
+    "runtime_versions": _Field("versions", required=False, choices=RUNTIMES, what="runtime"),
     "default_threads": _Field("int", minimum=1, maximum=1024, special=(AUTO,)),
     "delegates": _Field("list", choices=DELEGATES, what="delegate"),
     "cpu": _Field("table"),
@@ -229,8 +236,9 @@ _DEPLOY_DEFAULTS = {"user": None, "port": 22, "remote_dir": "edgeq", "keep_versi
 
 
 def _is_table(key: str) -> bool:
+    """Tables merge key by key under `extends` (a "versions" table too: one runtime's version at a time)."""
     spec = _SCHEMA.get(key)
-    return spec is not None and spec.kind == "table"
+    return spec is not None and spec.kind in ("table", "versions")
 
 
 def _inherited(key: str) -> bool:
@@ -544,6 +552,30 @@ def _check_value(key: str, spec: _Field, value: Any) -> tuple[str, str | None] |
         if spec.maximum is not None and value > spec.maximum:
             return f"{key}: must be at most {spec.maximum}, got {value}", None
         return None
+    if spec.kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{key}: expected a number, got {_type_name(value)} {_shown(value)}", None
+        if not math.isfinite(value):
+            return f"{key}: must be a finite number, got {_shown(value)}", None
+        if spec.minimum is not None and value <= spec.minimum:
+            return f"{key}: must be greater than {spec.minimum}, got {_shown(value)}", None
+        if spec.maximum is not None and value > spec.maximum:
+            return f"{key}: must be at most {spec.maximum}, got {_shown(value)}", None
+        return None
+    if spec.kind == "versions":
+        if not isinstance(value, dict):
+            return f"{key}: expected a table of {spec.what} = \"version\" ([{key}]), got {_type_name(value)} {_shown(value)}", None
+        for name, version in value.items():
+            if name not in spec.choices:
+                return _bad_choice(key, spec, name)
+            if not isinstance(version, str):
+                return f"{key}.{name}: expected a version string such as \"2.14.0\", got {_type_name(version)} {_shown(version)}", None
+            if not _VERSION_RE.match(version):
+                return (
+                    f"{key}.{name}: {version!r} is not a version",
+                    "write digits separated by dots, such as \"2.14.0\" (a suffix like .post1 is left out)",
+                )
+        return None
     if spec.kind == "bool":
         if not isinstance(value, bool):
             return f"{key}: expected true or false, got {_type_name(value)} {_shown(value)}", None
@@ -701,6 +733,17 @@ def _check_merged(path: Path, merged: _Merged) -> None:
                     message += f" Did you mean {hint_to!r}?" if hint_to in vocabulary else f" Did you mean {hint_to}?"
                 problems.add(message, hint=f"{arch} features (Linux /proc/cpuinfo names): {', '.join(vocabulary)}")
 
+    runtimes, versions = get("runtimes"), get("runtime_versions")
+    if isinstance(runtimes, list) and isinstance(versions, dict):
+        for runtime in versions:
+            origin = merged.origin_of.get(f"runtime_versions.{runtime}")
+            # a version inherited for a runtime this target dropped is simply unused; one written here is a mistake
+            if runtime not in runtimes and origin is not None and origin.resolve() == path.resolve():
+                problems.add(
+                    f"runtime_versions.{runtime}: {runtime!r} is not among this target's runtimes ({', '.join(runtimes)})",
+                    hint=f"add {runtime!r} to runtimes, or remove runtime_versions.{runtime}",
+                )
+
     cores, threads = get("cpu.cores"), get("default_threads")
     if isinstance(cores, int) and isinstance(threads, int) and threads > cores:
         problems.add(f"default_threads = {threads}{where('default_threads')} is more than cpu.cores = {cores}{where('cpu.cores')}")
@@ -835,6 +878,9 @@ def _build(path: Path, origin: str, merged: _Merged) -> Target:
         return node
 
     deploy = {k: data.get("deploy", {}).get(k, default) for k, default in _DEPLOY_DEFAULTS.items()}
+    runtimes = tuple(value("runtimes"))
+    versions = data.get("runtime_versions") or {}
+    power = value("power_w")
     return Target(
         name=data["name"],
         description=data["description"],
@@ -848,9 +894,11 @@ def _build(path: Path, origin: str, merged: _Merged) -> Target:
             isa=value("cpu.isa"),
         ),
         memory_mb=value("memory_mb"),
+        power_w=float(power) if power is not None else None,
         os=value("os"),
         python=value("python"),
-        runtimes=tuple(value("runtimes")),
+        runtimes=runtimes,
+        runtime_versions={r: versions[r] for r in runtimes if r in versions},  # in the order of preference
         default_threads=value("default_threads"),
         delegates=tuple(value("delegates")),
         quantization=Quantization(

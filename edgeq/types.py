@@ -26,25 +26,39 @@ class QuantMode(str, enum.Enum):
 
     INT8 = "int8"  # full integer: int8 activations and weights (per-channel), int8-only ops
     INT16X8 = "int16x8"  # int16 activations, int8 weights
+    W4A8 = "w4a8"  # int8 activations, int4 weights for CONV_2D and FULLY_CONNECTED (int8 elsewhere)
+    INT4_WEIGHT = "int4-weight"  # weight-only: int4 weights dequantized at load, float compute
     DYNAMIC = "dynamic"  # int8 weights, float activations, quantized on the fly
     FLOAT16 = "float16"  # float16 weights
     FLOAT32 = "float32"  # no quantization: the baseline
 
     @property
     def needs_calibration(self) -> bool:
-        return self in (QuantMode.INT8, QuantMode.INT16X8)
+        return self in (QuantMode.INT8, QuantMode.INT16X8, QuantMode.W4A8)
+
+    @property
+    def integer_only(self) -> bool:
+        """Every op is meant to run on integers: ops left in float are refused unless allowed."""
+        return self in (QuantMode.INT8, QuantMode.INT16X8, QuantMode.W4A8)
+
+    @property
+    def needs_litert_quantizer(self) -> bool:
+        """Only litert-quantizer makes these (the TF converter has no int4 modes)."""
+        return self in (QuantMode.W4A8, QuantMode.INT4_WEIGHT)
 
     @property
     def allowed_io_types(self) -> tuple[IOType, ...]:
         if self is QuantMode.INT8:
             return (IOType.INT8, IOType.UINT8, IOType.FLOAT32)
+        if self is QuantMode.W4A8:
+            return (IOType.INT8,)
         if self is QuantMode.INT16X8:
             return (IOType.INT16, IOType.FLOAT32)
         return (IOType.FLOAT32,)
 
     @property
     def default_io_type(self) -> IOType:
-        return IOType.INT8 if self is QuantMode.INT8 else IOType.FLOAT32
+        return IOType.INT8 if self in (QuantMode.INT8, QuantMode.W4A8) else IOType.FLOAT32
 
 
 class IOType(str, enum.Enum):
@@ -141,6 +155,9 @@ class ConversionReport:
     warnings: tuple[str, ...] = ()
     edgeq_version: str = ""
     converter_version: str = ""
+    engine: str = ""  # tflite-converter | litert-quantizer
+    overrides: tuple[str, ...] = ()  # per-layer precision, as the recipe gave it
+    weights: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # op type -> {int4|int8|float...: ops}
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)

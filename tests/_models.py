@@ -130,3 +130,62 @@ def vector_calib(tmp_path) -> Path:
     path = tmp_path / "vectors.npy"
     np.save(path, np.random.default_rng(1).normal(size=(60, 16)).astype("float32"))
     return path
+
+
+@pytest.fixture(scope="session")
+def ruined_layer_model(model_dir) -> Path:
+    """A digits MLP with exactly one layer that int8 ruins: 'ruined' (the third op of the float .tflite's dense layers).
+
+    A unit of 'hidden' is dead (zero weights, negative bias: its ReLU output is
+    always 0), and its outgoing weights in 'ruined' are 500. Float multiplies
+    them by 0 and does not notice; int8's per-channel weight scale of 'ruined'
+    is then set by 500/127, and every real weight of that layer rounds to zero.
+    Keeping 'ruined' alone in float recovers the accuracy; nothing else does.
+    """
+    keras = _keras()
+    train = np.load(DIGITS / "train.npz")
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1), name="image"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu", name="hidden"),
+            keras.layers.Dense(32, activation="relu", name="ruined"),
+            keras.layers.Dense(10, activation="softmax", name="probs"),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(5e-3), loss="sparse_categorical_crossentropy")
+    model.fit(train["x"], train["y"], epochs=30, batch_size=64, verbose=0)
+    w, b = model.get_layer("hidden").get_weights()
+    w[:, 0], b[0] = 0.0, -1.0
+    model.get_layer("hidden").set_weights([w, b])
+    w, b = model.get_layer("ruined").get_weights()
+    w[0, :] = 500.0
+    model.get_layer("ruined").set_weights([w, b])
+    path = model_dir / "ruined.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def float_tflite(model_dir, digits_classifier) -> Path:
+    """``digits_classifier`` as a float32 .tflite with its signature."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    keras = _keras()
+    model = keras.models.load_model(digits_classifier)
+    path = model_dir / "digits_float.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+@pytest.fixture(scope="session")
+def signatureless_tflite(model_dir, float_tflite) -> Path:
+    """The same float model with its signature removed, as many published .tflite files are."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.read_model_from_bytearray(bytearray(float_tflite.read_bytes()))
+    obj.signatureDefs = []
+    path = model_dir / "digits_nosig.tflite"
+    path.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(obj)))
+    return path

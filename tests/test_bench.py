@@ -502,3 +502,13 @@ def test_pool_pools_every_round():
     assert (run.version, run.size_bytes, run.runtime, run.threads) == ("b" * 12, 12345, "tflite-runtime", 4)
     assert (run.load_ms, run.peak_rss_mb) == (20.0, 60.0)  # median load, worst memory
     assert run.throttled and run.throttle_reason == "CPU at 84 C after the run"
+
+
+def test_bench_with_a_bad_model_leaves_no_output_folder(tmp_path):
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a keras file")
+    out = tmp_path / "bench-out"
+    result = CliRunner().invoke(cli, ["bench", str(bad), "--calib", str(DIGITS / "calib.npz"), "--target", "host", "-o", str(out)])
+    assert result.exit_code == 5, result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()

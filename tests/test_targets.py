@@ -38,8 +38,8 @@ REQUIRED_NAMES = {
     "coral-dev-board", "generic-aarch64-linux", "x86_64-linux", "host",
 }  # fmt: skip
 TARGET_KEYS = [
-    "name", "description", "arch", "cpu", "memory_mb", "os", "python", "runtimes", "default_threads",
-    "delegates", "quantization", "deploy", "source", "origin", "extends", "parents", "auto",
+    "name", "description", "arch", "cpu", "memory_mb", "power_w", "os", "python", "runtimes", "runtime_versions",
+    "default_threads", "delegates", "quantization", "deploy", "source", "origin", "extends", "parents", "auto",
 ]  # fmt: skip
 
 # A complete, valid standalone target; tests derive bad files from it by editing one line.
@@ -378,6 +378,34 @@ BAD_FILES = {
         {"board": MINIMAL.format(name="board").replace("default_threads = 2", "default_threads = 8")},
         "default_threads = 8 is more than cpu.cores = 4",
     ),
+    "power-not-a-number": (
+        {"board": MINIMAL.format(name="board").replace("default_threads = 2", 'default_threads = 2\npower_w = "6 W"')},
+        "power_w: expected a number, got string '6 W'",
+    ),
+    "negative-power": (
+        {"board": MINIMAL.format(name="board").replace("default_threads = 2", "default_threads = 2\npower_w = -2.5")},
+        "power_w: must be greater than 0, got -2.5",
+    ),
+    "runtime-versions-not-a-table": (
+        {"board": MINIMAL.format(name="board").replace("default_threads = 2", 'default_threads = 2\nruntime_versions = "2.14.0"')},
+        "runtime_versions: expected a table of runtime = \"version\"",
+    ),
+    "unknown-runtime-in-versions": (
+        {"board": MINIMAL.format(name="board").replace("default_threads = 2", 'default_threads = 2\nruntime_versions = { ai_edge_litert = "2.3.0" }')},
+        "runtime_versions: unknown runtime 'ai_edge_litert'. Did you mean 'ai-edge-litert'?",
+    ),
+    "bad-version-string": (
+        {"board": MINIMAL.format(name="board").replace("default_threads = 2", 'default_threads = 2\nruntime_versions = { tflite-runtime = "2.14-rc1" }')},
+        "runtime_versions.tflite-runtime: '2.14-rc1' is not a version",
+    ),
+    "version-not-a-string": (
+        {"board": MINIMAL.format(name="board").replace("default_threads = 2", "default_threads = 2\nruntime_versions = { tflite-runtime = 2.14 }")},
+        "runtime_versions.tflite-runtime: expected a version string such as \"2.14.0\", got float 2.14",
+    ),
+    "version-of-an-unlisted-runtime": (
+        {"board": MINIMAL.format(name="board").replace("default_threads = 2", 'default_threads = 2\nruntime_versions = { tensorflow = "2.21.0" }')},
+        "runtime_versions.tensorflow: 'tensorflow' is not among this target's runtimes (tflite-runtime)",
+    ),
 }
 
 
@@ -447,6 +475,63 @@ def test_validate_checks_the_bundled_targets():
     result = invoke("targets", "validate", str(BUNDLED))
     assert result.exit_code == 0, result.output
     assert result.stdout.count("ok       ") == len(BUNDLED_NAMES)
+
+
+def test_runtime_versions_and_power_load_and_merge(tmp_path):
+    text = MINIMAL.format(name="board").replace(
+        "default_threads = 2",
+        'default_threads = 2\npower_w = 4\nruntimes = ["tensorflow", "tflite-runtime"]\n'
+        'runtime_versions = { tflite-runtime = "2.13.0", tensorflow = "2.16" }',
+    ).replace('runtimes = ["tflite-runtime"]\n', "", 1)
+    write(tmp_path, "board", text)
+    board = load_target("board", targets_dir=tmp_path)
+    assert board.power_w == 4.0 and isinstance(board.power_w, float)  # an integer is a number of watts too
+    assert board.runtime_versions == {"tensorflow": "2.16", "tflite-runtime": "2.13.0"}
+    assert list(board.runtime_versions) == ["tensorflow", "tflite-runtime"]  # the order of preference
+    assert board.to_dict()["runtime_versions"] == {"tensorflow": "2.16", "tflite-runtime": "2.13.0"}
+    assert hash(board)  # still usable as a key: the versions table is left out of the hash
+
+    # a child overrides one runtime's version and keeps the other; dropping a runtime drops its version
+    write(tmp_path, "child", 'name = "child"\ndescription = "d"\nextends = "board"\nruntime_versions = { tflite-runtime = "2.14.0" }\n')
+    child = load_target("child", targets_dir=tmp_path)
+    assert child.runtime_versions == {"tensorflow": "2.16", "tflite-runtime": "2.14.0"} and child.power_w == 4.0
+    write(tmp_path, "lean", 'name = "lean"\ndescription = "d"\nextends = "board"\nruntimes = ["tflite-runtime"]\npower_w = 2.5\n')
+    lean = load_target("lean", targets_dir=tmp_path)
+    assert lean.runtime_versions == {"tflite-runtime": "2.13.0"} and lean.power_w == 2.5
+
+    plain = load_target(write(tmp_path / "plain", "plain", MINIMAL.format(name="plain")))
+    assert plain.power_w is None and plain.runtime_versions == {}  # both optional
+
+
+@pytest.mark.parametrize("value", ["0", "0.0", "-1", "nan", "inf", "true"])
+def test_power_must_be_a_positive_finite_number(tmp_path, value):
+    path = write(tmp_path, "board", MINIMAL.format(name="board").replace("default_threads = 2", f"default_threads = 2\npower_w = {value}"))
+    with pytest.raises(TargetFileError) as err:
+        load_target(path)
+    assert "power_w:" in err.value.message
+
+
+def test_bundled_runtime_versions_and_power():
+    for name in ("rpi4b", "rpi5", "rpi3b-plus", "rpi-zero-2w", "rpi4b-32bit", "generic-aarch64-linux", "x86_64-linux"):
+        assert load_target(name).runtime_versions.get("tflite-runtime") == "2.14.0", name  # its final release
+    assert load_target("rpi4b-32bit").runtime_versions == {"tflite-runtime": "2.14.0"}
+    assert load_target("jetson-nano").runtime_versions == {"tflite-runtime": "2.13.0", "tensorflow": "2.7.0"}
+    watts = {name: load_target(name).power_w for name in BUNDLED_NAMES}
+    assert watts["rpi4b"] == 6 and watts["rpi4b-32bit"] == 6 and watts["rpi5"] == 9
+    assert watts["rpi3b-plus"] == 5 and watts["rpi-zero-2w"] == 3 and watts["jetson-nano"] == 10
+    assert watts["host"] is None and watts["generic-aarch64-linux"] is None and watts["x86_64-linux"] is None
+    for name in BUNDLED_NAMES:  # every figure says where it comes from and that it is rough
+        text = (BUNDLED / f"{name}.toml").read_text()
+        if "power_w =" in text:
+            assert "ESTIMATE" in text and any(w in text for w in ("public", "datasheet", "NVIDIA")), name
+
+
+def test_show_displays_versions_and_power():
+    shown = invoke("targets", "show", "rpi4b-32bit")
+    assert shown.exit_code == 0, shown.output
+    assert "tflite-runtime (up to 2.14.0)" in shown.stdout and "6 W typical" in shown.stdout
+    host = invoke("targets", "show", "host")
+    assert re.search(r"power\s+unknown", host.stdout)
 
 
 # --------------------------------------------------------------------------- JSON output

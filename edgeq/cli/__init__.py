@@ -62,6 +62,7 @@ COMMAND_MODULES = {
     "remove": "deploy",
     "probe": "probe",
     "bench": "probe",
+    "tune": "tune",
 }
 
 
@@ -75,7 +76,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     \b
     Exit codes: 0 ok, 1 error, 2 usage, 3 target file, 4 calibration data,
     5 model, 6 conversion, 7 device unreachable, 8 authentication,
-    9 host key, 10 remote command, 11 probe output, 12 some devices failed.
+    9 host key, 10 remote command, 11 probe output, 12 some devices failed,
+    13 no candidate within the accuracy budget (tune).
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug

@@ -157,7 +157,7 @@ def bench_cmd(ctx, model, calib, eval_data, devices: DeviceOptions, targets_dir,
       edgeq bench model.keras --calib calib.npz -i fleet.yml --sweep
     """
     from ..bench import BenchOptions, BenchReport, ParitySamples, bench_device, failed_device, summarize_fleet
-    from ..convert import ConvertOptions, convert_model
+    from ..convert import ConvertOptions, convert_model, write_outputs
     from ..deploy import prepare_model
     from ..report import bench_tables, to_json, write_bench_reports
     from ..types import QuantMode
@@ -165,7 +165,8 @@ def bench_cmd(ctx, model, calib, eval_data, devices: DeviceOptions, targets_dir,
     targets = _Targets(targets_dir)
     found = devices.resolve(target_loader=targets.get)  # a bad target fails here, before any connection
     out_dir = out_dir or Path(f"edgeq-bench-{model.stem}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise click.UsageError(f"{out_dir} exists and is not a folder")
     stem = model.stem
     paths = {"float32": out_dir / f"{stem}_float32.tflite", "int8": out_dir / f"{stem}_int8.tflite"}
     common = {d.target for d in found}
@@ -177,9 +178,14 @@ def bench_cmd(ctx, model, calib, eval_data, devices: DeviceOptions, targets_dir,
     with progress_reporter(enabled=not as_json) as say:
         say("converting to float32")
         # no data: comparing the float32 model with itself would measure nothing
-        float_result = convert_model(model, None, paths["float32"], ConvertOptions(mode=QuantMode.FLOAT32), progress=say)
+        float_result = convert_model(model, None, None, ConvertOptions(mode=QuantMode.FLOAT32), progress=say)
         say("converting to int8")
-        int8_result = convert_model(model, calib, paths["int8"], int8_options, eval_data=eval_data, progress=say, show_log=ctx.obj.get("debug", False))
+        int8_result = convert_model(model, calib, None, int8_options, eval_data=eval_data, progress=say, show_log=ctx.obj.get("debug", False))
+        # the folder is made only now that the model and the data have been checked and converted
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for label, result in (("float32", float_result), ("int8", int8_result)):
+            report = dataclasses.replace(result.report, output=str(paths[label]))
+            write_outputs(paths[label], result.model_bytes, report, result.recipe)
         parity = ParitySamples.load(paths["int8"], eval_data or calib, out_dir, image_options=int8_options.image_options)
     models = {label: prepare_model(path, name=f"bench-{stem}-{label}"[:64]) for label, path in paths.items()}
     probe_options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, _probe_timeout(timeout_s, devices))

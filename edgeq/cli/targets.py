@@ -166,6 +166,11 @@ def _unknown(value: Any, unit: str = "") -> str:
     return "unknown" if value is None else f"{value}{unit}"
 
 
+def _runtime(t: Target, runtime: str) -> str:
+    version = t.runtime_versions.get(runtime)
+    return f"{runtime} (up to {version})" if version else runtime
+
+
 def _list_table(found: tuple[Target, ...]) -> Any:
     from rich.table import Table
 
@@ -200,9 +205,10 @@ def _show_parts(t: Target) -> list[Any]:
         ("max clock", _unknown(t.cpu.max_clock_mhz, " MHz")),
         ("features", ", ".join(t.cpu.features) or "-"),
         ("memory", _unknown(t.memory_mb, " MiB")),
+        ("power", f"{t.power_w:g} W typical under load (energy figures are estimates from it)" if t.power_w is not None else "unknown"),
         ("os", t.os),
         ("python", t.python),
-        ("runtimes", ", ".join(t.runtimes)),
+        ("runtimes", ", ".join(_runtime(t, r) for r in t.runtimes)),
         ("threads", str(t.default_threads)),
         ("delegates", ", ".join(t.delegates) or "-"),
         ("modes", ", ".join(q.modes)),
