@@ -11,31 +11,41 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .calibration import ImageOptions, load_samples
 from .deploy import DeviceStatus, ModelFile, deploy_to_device, model_dir
 from .errors import RemoteCommandError
-from .probe import DEFAULT_RUNTIMES, LatencyStats, Parity, ProbeOptions, ProbeResult, compare_parity, run_probe, summarize_latencies
+from .probe import (
+    DEFAULT_RUNTIMES,
+    LatencyStats,
+    Parity,
+    ProbeOptions,
+    ProbeResult,
+    compare_parity,
+    run_probe,
+    summarize_latencies,
+)
 from .stats import Speedup, outliers, speedup, verdict
 
 __all__ = [
     "BenchOptions",
-    "ModelRun",
-    "SweepPoint",
-    "DeviceBench",
-    "FleetSummary",
     "BenchReport",
-    "ParitySamples",
-    "pool",
-    "bench_device",
-    "probe_device",
+    "DeviceBench",
     "DeviceProber",
-    "remote_model_path",
+    "FleetSummary",
+    "ModelRun",
+    "ParitySamples",
+    "SweepPoint",
+    "bench_device",
     "failed_device",
+    "pool",
+    "probe_device",
+    "remote_model_path",
     "summarize_fleet",
 ]
 
@@ -130,7 +140,14 @@ class ParitySamples:
     host_outputs: dict[str, np.ndarray]
 
     @classmethod
-    def load(cls, int8_model: str | Path, data: str | Path, folder: Path, count: int = 32, image_options: ImageOptions = ImageOptions()) -> ParitySamples:
+    def load(
+        cls,
+        int8_model: str | Path,
+        data: str | Path,
+        folder: Path,
+        count: int = 32,
+        image_options: ImageOptions = ImageOptions(),
+    ) -> ParitySamples:
         """The first ``count`` samples of ``data`` (any --calib format; a labelled .npz's ``y`` is ignored),
         quantized for the model, written to ``folder``, with the host interpreter's raw outputs for them."""
         from .litert import ModelRunner, captured_native_output
@@ -185,7 +202,9 @@ def deploy_for_probe(conn: Any, device: Any, model: ModelFile) -> None:
 class DeviceProber:
     """Probes deployed models on one device with the target's Python, runtimes and threads."""
 
-    def __init__(self, conn: Any, device: Any, options: ProbeOptions, *, target: Any = None, threads: int | None = None):
+    def __init__(
+        self, conn: Any, device: Any, options: ProbeOptions, *, target: Any = None, threads: int | None = None
+    ):
         self.conn = conn
         self.device = device
         self.name = getattr(device, "name", str(device))
@@ -196,7 +215,9 @@ class DeviceProber:
             options = dataclasses.replace(options, prefer=tuple(target.runtimes))
         self.options = options
 
-    def probe(self, model: ModelFile, options: ProbeOptions | None = None, threads: int | None = None, **kw: Any) -> ProbeResult:
+    def probe(
+        self, model: ModelFile, options: ProbeOptions | None = None, threads: int | None = None, **kw: Any
+    ) -> ProbeResult:
         return run_probe(
             self.conn,
             self.name,
@@ -267,7 +288,9 @@ def bench_device(
     recommended: dict[str, SweepPoint] = {}
     if options.sweep:
         cores = rounds[FLOAT][0].cpu_count or 1
-        sweep = _sweep(lambda label, opts, n: prober.probe(models[label], opts, n), options.sweep_probe, cores, say, name)
+        sweep = _sweep(
+            lambda label, opts, n: prober.probe(models[label], opts, n), options.sweep_probe, cores, say, name
+        )
         for label in (FLOAT, INT8):
             points = [p for p in sweep if p.label == label]
             if points:
@@ -287,7 +310,9 @@ def bench_device(
     )
 
 
-def _sweep(probe: Callable[..., ProbeResult], options: ProbeOptions, cores: int, say: Say, name: str) -> tuple[SweepPoint, ...]:
+def _sweep(
+    probe: Callable[..., ProbeResult], options: ProbeOptions, cores: int, say: Say, name: str
+) -> tuple[SweepPoint, ...]:
     points = []
     for runtime in DEFAULT_RUNTIMES:
         forced = dataclasses.replace(options, runtime=runtime)
@@ -296,7 +321,16 @@ def _sweep(probe: Callable[..., ProbeResult], options: ProbeOptions, cores: int,
                 for label in (FLOAT, INT8):
                     say(f"{name}: sweep {runtime}, {threads} thread(s), {label}")
                     result = probe(label, forced, threads)
-                    points.append(SweepPoint(label, result.runtime, result.runtime_version, threads, result.xnnpack, result.latency.p50_ms))
+                    points.append(
+                        SweepPoint(
+                            label,
+                            result.runtime,
+                            result.runtime_version,
+                            threads,
+                            result.xnnpack,
+                            result.latency.p50_ms,
+                        )
+                    )
         except RemoteCommandError as exc:
             if "no TFLite runtime could be imported" not in exc.message:
                 raise

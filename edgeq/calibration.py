@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -20,12 +20,12 @@ from .errors import CalibrationDataError
 from .types import TensorSpec
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "ImageOptions",
     "Split",
-    "load_samples",
     "load_labelled",
+    "load_samples",
     "split_samples",
-    "IMAGE_SUFFIXES",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -76,9 +76,7 @@ def load_samples(
     return arrays
 
 
-def load_labelled(
-    path: str | Path, specs: Sequence[TensorSpec]
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def load_labelled(path: str | Path, specs: Sequence[TensorSpec]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Load labelled evaluation data: a .npz with the inputs (``x`` or input names) and ``y``."""
     path = Path(path)
     if path.suffix != ".npz" or path.is_dir():
@@ -164,7 +162,11 @@ def _load_npz(
                     for k in data
                     if (m := difflib.get_close_matches(k, missing, n=1)) and k not in names
                 ]
-                hint = "did you mean " + ", ".join(guesses) + "?" if guesses else f"keys must be the input names: {', '.join(names)}"
+                hint = (
+                    "did you mean " + ", ".join(guesses) + "?"
+                    if guesses
+                    else f"keys must be the input names: {', '.join(names)}"
+                )
             raise _fail(
                 path,
                 f"no array for input(s) {', '.join(repr(m) for m in missing)}; the file has {', '.join(repr(k) for k in data) or 'no arrays'}",
@@ -255,7 +257,10 @@ def _check_array(path: Path, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
         raise _fail(path, f"{where}: no samples")
     for axis, (want, got) in enumerate(zip(spec.shape[1:], array.shape[1:]), start=1):
         if want is not None and want != got:
-            raise _fail(path, f"{where} expects shape {expected}; the data has {tuple(array.shape)} (axis {axis}: {got} != {want})")
+            raise _fail(
+                path,
+                f"{where} expects shape {expected}; the data has {tuple(array.shape)} (axis {axis}: {got} != {want})",
+            )
     want_kind = np.dtype(spec.dtype).kind
     if want_kind == "f":
         if array.dtype.kind != "f":
@@ -285,7 +290,9 @@ def _check_labels(path: Path, labels: np.ndarray, samples: int) -> np.ndarray:
         labels = labels.argmax(axis=1)  # one-hot
     labels = labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise _fail(path, f"'y' must hold integer class labels (N,) or one-hot (N, C); got {labels.dtype} {tuple(labels.shape)}")
+        raise _fail(
+            path, f"'y' must hold integer class labels (N,) or one-hot (N, C); got {labels.dtype} {tuple(labels.shape)}"
+        )
     if len(labels) != samples:
         raise _fail(path, f"'y' has {len(labels)} labels for {samples} samples")
     return labels.astype(np.int64)

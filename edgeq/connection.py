@@ -56,8 +56,9 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 class _DeferredInvoke(types.ModuleType):
@@ -89,26 +90,26 @@ _defer_invoke()
 
 import paramiko  # noqa: E402 - after _defer_invoke
 
-from .errors import DeviceAuthError, DeviceUnreachableError, EdgeqError, HostKeyError, RemoteCommandError
+from .errors import DeviceAuthError, DeviceUnreachableError, EdgeqError, HostKeyError, RemoteCommandError  # noqa: E402
 
 __all__ = [
     "COMMAND_WRAPPER",
-    "TIMEOUT_MARKER",
     "PASSWORD_ENV",
+    "TIMEOUT_MARKER",
     "CommandResult",
     "ConnectOptions",
-    "SSHHostConfig",
-    "Endpoint",
     "Connection",
-    "RemoteProcess",
-    "ProgressCallback",
-    "SSHConnection",
+    "Endpoint",
     "LocalConnection",
-    "open_connection",
-    "read_ssh_config",
+    "ProgressCallback",
+    "RemoteProcess",
+    "SSHConnection",
+    "SSHHostConfig",
     "fingerprint_sha256",
     "known_hosts_token",
     "map_ssh_error",
+    "open_connection",
+    "read_ssh_config",
 ]
 
 # paramiko logs failed connections (with tracebacks) at ERROR level; with no
@@ -170,7 +171,13 @@ _POLL_S = 0.05
 # uploads 20-35% faster than with paramiko's default aes128-ctr on loopback),
 # then CTR. CBC and 3DES are left out, as OpenSSH's client does.
 _CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr")
-_MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512", "hmac-sha1")
+_MACS = (
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-512-etm@openssh.com",
+    "hmac-sha2-256",
+    "hmac-sha2-512",
+    "hmac-sha1",
+)
 
 _KNOWN_HOSTS_WRITE_LOCK = threading.Lock()
 _PROMPT_LOCK = threading.Lock()
@@ -278,7 +285,9 @@ class Connection(Protocol):
     label: str  # the device's name, for messages
     options: ConnectOptions  # timeouts and the rest
 
-    def run(self, command: str, timeout_s: float | None = None, *, stdin: bytes | None = None, check: bool = True) -> CommandResult: ...
+    def run(
+        self, command: str, timeout_s: float | None = None, *, stdin: bytes | None = None, check: bool = True
+    ) -> CommandResult: ...
 
     def start(self, command: str, timeout_s: float | None = None) -> RemoteProcess: ...
 
@@ -302,17 +311,28 @@ class Endpoint(Protocol):
     transport: str
 
 
-def open_connection(endpoint: Endpoint, options: ConnectOptions | None = None, *, local_home: str | os.PathLike | None = None) -> Connection:
+def open_connection(
+    endpoint: Endpoint, options: ConnectOptions | None = None, *, local_home: str | os.PathLike | None = None
+) -> Connection:
     """An unopened connection to ``endpoint``: SSH, or this machine when its transport is ``local``."""
     options = options or ConnectOptions()
     if endpoint.transport == "local":
         return LocalConnection(home=local_home, options=options, name=endpoint.name)
-    return SSHConnection(endpoint.address, port=endpoint.port, user=endpoint.user, key_files=endpoint.key_files, options=options, name=endpoint.name)
+    return SSHConnection(
+        endpoint.address,
+        port=endpoint.port,
+        user=endpoint.user,
+        key_files=endpoint.key_files,
+        options=options,
+        name=endpoint.name,
+    )
 
 
 def wrap_command(command: str, timeout_s: float) -> str:
     """The shell command that runs ``command`` under :data:`COMMAND_WRAPPER` with a ``timeout_s`` watchdog."""
-    return " ".join(["sh", "-c", shlex.quote(COMMAND_WRAPPER), "edgeq", str(_whole_seconds(timeout_s)), shlex.quote(command)])
+    return " ".join(
+        ["sh", "-c", shlex.quote(COMMAND_WRAPPER), "edgeq", str(_whole_seconds(timeout_s)), shlex.quote(command)]
+    )
 
 
 def _whole_seconds(timeout_s: float) -> int:
@@ -461,7 +481,7 @@ class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
         self.options = options
         self.known = known
 
-    def missing_host_key(self, client, hostname, key):  # noqa: D401 - paramiko's hook name
+    def missing_host_key(self, client, hostname, key):
         blob = key.asbytes()
         for entry in self.known:
             if entry.revoked and entry.blob == blob:
@@ -546,7 +566,11 @@ def map_ssh_error(exc: BaseException, *, device: str, action: str, timeout_s: fl
             return HostKeyError(
                 f"{device}: the host key of {token} ({got.get_name()} {fingerprint_sha256(got)}) is REVOKED in {known.where}; refusing to connect"
             )
-        was = f"{known.key_type} {known.fingerprint} ({known.where})" if known is not None else f"{exc.expected_key.get_name()} {fingerprint_sha256(exc.expected_key)}"
+        was = (
+            f"{known.key_type} {known.fingerprint} ({known.where})"
+            if known is not None
+            else f"{exc.expected_key.get_name()} {fingerprint_sha256(exc.expected_key)}"
+        )
         return HostKeyError(
             f"{device}: HOST KEY CHANGED for {token}: it offered {got.get_name()} {fingerprint_sha256(got)}, known_hosts has {was}. "
             "This may be a man-in-the-middle attack, or the device was reinstalled; refusing to connect",
@@ -569,14 +593,26 @@ def map_ssh_error(exc: BaseException, *, device: str, action: str, timeout_s: fl
             hint=f"check the user name and that a key the device accepts is offered (ansible_ssh_private_key_file, IdentityFile in ~/.ssh/config, ssh-agent), or set {PASSWORD_ENV}",
         )
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-        return DeviceUnreachableError(f"{device}: connection refused while {action}", hint="is the device up, and is sshd listening on that address and port?")
+        return DeviceUnreachableError(
+            f"{device}: connection refused while {action}",
+            hint="is the device up, and is sshd listening on that address and port?",
+        )
     if isinstance(exc, socket.gaierror):
-        return DeviceUnreachableError(f"{device}: cannot resolve the address ({exc.strerror or exc})", hint="check ansible_host / HostName / --host")
+        return DeviceUnreachableError(
+            f"{device}: cannot resolve the address ({exc.strerror or exc})",
+            hint="check ansible_host / HostName / --host",
+        )
     if isinstance(exc, (socket.timeout, TimeoutError)):
         within = f" within {timeout_s:g} s" if timeout_s else ""
-        return DeviceUnreachableError(f"{device}: no answer{within} while {action}", hint="is the device up and reachable? Raise the timeouts (--connect-timeout, --transfer-timeout) for slow links")
+        return DeviceUnreachableError(
+            f"{device}: no answer{within} while {action}",
+            hint="is the device up and reachable? Raise the timeouts (--connect-timeout, --transfer-timeout) for slow links",
+        )
     if isinstance(exc, ConnectionRefusedError):
-        return DeviceUnreachableError(f"{device}: connection refused while {action}", hint="is the device up, and is sshd listening on that address and port?")
+        return DeviceUnreachableError(
+            f"{device}: connection refused while {action}",
+            hint="is the device up, and is sshd listening on that address and port?",
+        )
     if isinstance(exc, paramiko.ChannelException):
         return RemoteCommandError(f"{device}: the server refused a session while {action}: {exc}")
     if isinstance(exc, paramiko.SSHException) and _is_auth_failure(exc):
@@ -588,7 +624,10 @@ def map_ssh_error(exc: BaseException, *, device: str, action: str, timeout_s: fl
         text = str(exc)
         if "no existing session" in text.lower():
             within = f" within {timeout_s:g} s" if timeout_s else ""
-            return DeviceUnreachableError(f"{device}: the SSH handshake did not complete{within}", hint="is the device overloaded, or the link very slow? Raise --connect-timeout")
+            return DeviceUnreachableError(
+                f"{device}: the SSH handshake did not complete{within}",
+                hint="is the device overloaded, or the link very slow? Raise --connect-timeout",
+            )
         if "banner" in text.lower():
             within = f" within {timeout_s:g} s" if timeout_s else ""
             return DeviceUnreachableError(
@@ -721,7 +760,9 @@ class _Process:
                     raise self._timed_out()
                 self._pump(min(_POLL_S * 4, max(self._remaining(), 0)))
         if len(self._out) < size:
-            raise RemoteCommandError(f"{self.label}: `{_short(self.command)}` ended before sending its output; {self._stderr_tail()}")
+            raise RemoteCommandError(
+                f"{self.label}: `{_short(self.command)}` ended before sending its output; {self._stderr_tail()}"
+            )
         data = bytes(self._out[:size])
         del self._out[:size]
         return data
@@ -754,7 +795,9 @@ class _Process:
                 hint="raise --command-timeout / --transfer-timeout if the device is just slow",
             )
         if check and not result.ok:
-            raise RemoteCommandError(f"{self.label}: `{_short(self.command)}` failed with exit status {status}{_tail(result.stderr)}")
+            raise RemoteCommandError(
+                f"{self.label}: `{_short(self.command)}` failed with exit status {status}{_tail(result.stderr)}"
+            )
         return result
 
     def _stderr_tail(self) -> str:
@@ -815,7 +858,7 @@ class _SSHProcess(_Process):
         self._channel.settimeout(max(self.started + self.timeout_s - time.monotonic(), 0.001))
         try:
             return self._channel.send(data)
-        except socket.timeout:
+        except TimeoutError:
             # the device took no data until the deadline: a stalled link, not a slow command
             self._abort()
             raise DeviceUnreachableError(
@@ -837,7 +880,9 @@ class _SSHProcess(_Process):
         transport = chan.get_transport()
         if transport is None or not transport.is_active():
             raise EOFError("the connection closed")
-        raise RemoteCommandError(f"{self.label}: `{_short(self.command)}` ended without an exit status (killed by a signal?)")
+        raise RemoteCommandError(
+            f"{self.label}: `{_short(self.command)}` ended without an exit status (killed by a signal?)"
+        )
 
     def _abort(self) -> None:
         self._closed = True
@@ -887,7 +932,9 @@ class _LocalProcess(_Process):
                     raise self._timed_out() from None
                 self._pump(0.01)
             except BrokenPipeError:
-                raise RemoteCommandError(f"{self.label}: `{_short(self.command)}` stopped reading its input; {self._stderr_tail()}") from None
+                raise RemoteCommandError(
+                    f"{self.label}: `{_short(self.command)}` stopped reading its input; {self._stderr_tail()}"
+                ) from None
 
     def _shutdown_write(self) -> None:
         with contextlib.suppress(BrokenPipeError):
@@ -924,7 +971,9 @@ class _ConnectionBase:
     def start(self, command: str, timeout_s: float | None = None) -> RemoteProcess:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def run(self, command: str, timeout_s: float | None = None, *, stdin: bytes | None = None, check: bool = True) -> CommandResult:
+    def run(
+        self, command: str, timeout_s: float | None = None, *, stdin: bytes | None = None, check: bool = True
+    ) -> CommandResult:
         """Run ``command`` (a POSIX shell command line) and return its result; raise RemoteCommandError if it fails and ``check``."""
         process = self.start(command, timeout_s)
         try:
@@ -1030,7 +1079,10 @@ class SSHConnection(_ConnectionBase):
         token = known_hosts_token(self.host, self.port)
         for key_file in self.key_files:
             if not os.path.isfile(key_file):
-                raise DeviceAuthError(f"{self.label}: key file {key_file} does not exist", hint="check ansible_ssh_private_key_file / IdentityFile")
+                raise DeviceAuthError(
+                    f"{self.label}: key file {key_file} does not exist",
+                    hint="check ansible_ssh_private_key_file / IdentityFile",
+                )
         known = _known_keys(token, options.known_hosts_files())
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(_KnownHostsPolicy(options, known))
@@ -1056,7 +1108,8 @@ class SSHConnection(_ConnectionBase):
                         username=self.user,
                         password=password,
                         key_filename=list(self.key_files) or None,
-                        timeout=timeout + 0.5,  # the handshake; a silent server fails the banner wait first, more precisely
+                        timeout=timeout
+                        + 0.5,  # the handshake; a silent server fails the banner wait first, more precisely
                         banner_timeout=timeout,
                         auth_timeout=timeout,
                         channel_timeout=timeout,
@@ -1116,7 +1169,9 @@ class SSHConnection(_ConnectionBase):
 class LocalConnection(_ConnectionBase):
     """This machine, with the same interface: commands run under the same wrapper, from ``home``."""
 
-    def __init__(self, home: str | os.PathLike | None = None, options: ConnectOptions | None = None, name: str = "local"):
+    def __init__(
+        self, home: str | os.PathLike | None = None, options: ConnectOptions | None = None, name: str = "local"
+    ):
         self.home = Path(home).expanduser() if home else Path.home()
         self.options = options or ConnectOptions()
         self.name = name
@@ -1139,7 +1194,9 @@ class LocalConnection(_ConnectionBase):
                 start_new_session=True,  # lets the client kill the whole group if even the watchdog hangs
             )
         except OSError as exc:
-            raise RemoteCommandError(f"{self.label}: cannot start a shell in {self.home}: {exc.strerror or exc}") from exc
+            raise RemoteCommandError(
+                f"{self.label}: cannot start a shell in {self.home}: {exc.strerror or exc}"
+            ) from exc
         return _LocalProcess(self.label, popen, command, timeout_s)
 
     def close(self) -> None:

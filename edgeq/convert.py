@@ -9,8 +9,9 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Union
+from typing import Any
 
 import numpy as np
 
@@ -25,16 +26,16 @@ from .recipe import CalibrationSettings, Engine, Override, Precision, Recipe, re
 from .types import ConversionReport, Fidelity, IOType, QuantMode, TensorSpec
 
 __all__ = [
-    "ConvertOptions",
     "ConversionResult",
+    "ConvertOptions",
+    "FloatModel",
+    "choose_engine",
     "convert_model",
     "load_float_model",
-    "FloatModel",
-    "report_path_for",
     "open_source",
-    "choose_engine",
     "options_from_recipe",
     "recipe_for",
+    "report_path_for",
 ]
 
 Progress = Callable[[str], None]
@@ -191,7 +192,9 @@ def _converter_error(exc: BaseException, log: str) -> ConversionError:
     return ConversionError(f"the TFLite converter failed: {detail}", hint="run with --debug to see the converter's log")
 
 
-def configure_converter(converter: Any, mode: QuantMode, io_type: IOType, representative: Callable[[], Iterator] | None, per_channel: bool) -> None:
+def configure_converter(
+    converter: Any, mode: QuantMode, io_type: IOType, representative: Callable[[], Iterator] | None, per_channel: bool
+) -> None:
     tf = _import_tf()
     io_dtypes = {IOType.INT8: tf.int8, IOType.UINT8: tf.uint8, IOType.INT16: tf.int16, IOType.FLOAT32: tf.float32}
     if mode is QuantMode.FLOAT32:
@@ -210,7 +213,7 @@ def configure_converter(converter: Any, mode: QuantMode, io_type: IOType, repres
         converter.inference_output_type = io_dtypes[io_type]
         if not per_channel:
             # Per-tensor weights for runtimes/accelerators without per-channel support.
-            converter._experimental_disable_per_channel = True  # noqa: SLF001
+            converter._experimental_disable_per_channel = True
 
 
 def capture_float_model(converter: Any) -> dict[str, bytes]:
@@ -231,7 +234,7 @@ def capture_float_model(converter: Any) -> dict[str, bytes]:
         captured.setdefault("float", bytes(model))
         return original(model, *args, **kwargs)
 
-    converter._optimize_tflite_model = keep_float  # noqa: SLF001
+    converter._optimize_tflite_model = keep_float
     return captured
 
 
@@ -274,7 +277,9 @@ def convert_model(
     return dataclasses.replace(result, converter_log="\n".join(part for part in log if part))
 
 
-def _convert(model, calibration, output, options: ConvertOptions, eval_data, progress: Progress | None, log: list[str]) -> ConversionResult:
+def _convert(
+    model, calibration, output, options: ConvertOptions, eval_data, progress: Progress | None, log: list[str]
+) -> ConversionResult:
     say = progress or (lambda _msg: None)
     mode = options.mode
     out_path = Path(output) if output is not None else None
@@ -304,7 +309,10 @@ def _convert(model, calibration, output, options: ConvertOptions, eval_data, pro
             graph = source
         else:
             say("converting to a float32 .tflite for litert-quantizer")
-            graph = FloatGraph(run_converter(converter_for(source, QuantMode.FLOAT32, IOType.FLOAT32, None, True), log), source=str(model))
+            graph = FloatGraph(
+                run_converter(converter_for(source, QuantMode.FLOAT32, IOType.FLOAT32, None, True), log),
+                source=str(model),
+            )
             calib, holdout = _rename_inputs(calib, graph), _rename_inputs(holdout, graph)
             if eval_inputs is not None:
                 eval_inputs = _rename_inputs(eval_inputs, graph)
@@ -314,7 +322,9 @@ def _convert(model, calibration, output, options: ConvertOptions, eval_data, pro
         if mode.needs_calibration:
             say(f"calibrating on {len(next(iter(calib.values())))} samples (litert-quantizer)")
             statistics = graph.calibrate(calib)
-        say(f"quantizing to {mode.value}" + (f" with {len(options.overrides)} override(s)" if options.overrides else ""))
+        say(
+            f"quantizing to {mode.value}" + (f" with {len(options.overrides)} override(s)" if options.overrides else "")
+        )
         quant_bytes = graph.quantize(mode, statistics, options.overrides, options.per_channel)
         float_bytes = graph.model
 
@@ -370,7 +380,7 @@ def _convert(model, calibration, output, options: ConvertOptions, eval_data, pro
     return ConversionResult(model_bytes=quant_bytes, report=report, converter_log="", recipe=recipe)
 
 
-Source = Union[FloatModel, FloatGraph]
+Source = FloatModel | FloatGraph
 
 
 def open_source(model: str | os.PathLike) -> Source:
@@ -385,7 +395,9 @@ def choose_engine(source: Source, options: ConvertOptions) -> Engine:
     """The TF converter for Keras/SavedModel in its own modes; litert-quantizer for .tflite, int4 and overrides."""
     if options.engine is not None:
         if options.engine is Engine.TFLITE_CONVERTER and isinstance(source, FloatGraph):
-            raise ConversionError("the recipe's engine is tflite-converter, which needs a Keras or SavedModel model, not a .tflite")
+            raise ConversionError(
+                "the recipe's engine is tflite-converter, which needs a Keras or SavedModel model, not a .tflite"
+            )
         return options.engine
     if isinstance(source, FloatGraph) or options.overrides or options.mode.needs_litert_quantizer:
         return Engine.LITERT_QUANTIZER
@@ -440,7 +452,9 @@ def _rename_inputs(arrays: Mapping[str, np.ndarray], graph: FloatGraph) -> dict[
     return {new: arrays[old] for old, new in zip(arrays, names)}
 
 
-def _calibration_split(calibration: Any, specs: Any, options: ConvertOptions, warnings: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _calibration_split(
+    calibration: Any, specs: Any, options: ConvertOptions, warnings: list[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Calibration samples and the disjoint held-out samples (at most MAX_FIDELITY_SAMPLES) that measure fidelity."""
     if calibration is None:
         warnings.append("no calibration data given: fidelity was not measured")
@@ -454,7 +468,15 @@ def _calibration_split(calibration: Any, specs: Any, options: ConvertOptions, wa
     return {}, {k: v[idx] for k, v in samples.items()}
 
 
-def _tf_convert(source: FloatModel, mode: QuantMode, io_type: IOType, calib: Mapping[str, np.ndarray], per_channel: bool, say: Progress, log: list[str]) -> tuple[bytes, bytes]:
+def _tf_convert(
+    source: FloatModel,
+    mode: QuantMode,
+    io_type: IOType,
+    calib: Mapping[str, np.ndarray],
+    per_channel: bool,
+    say: Progress,
+    log: list[str],
+) -> tuple[bytes, bytes]:
     """(quantized, float) bytes from the TF converter; the float model is the converter's own when it built one."""
     quant_bytes = None
     captured: dict[str, bytes] = {}
@@ -486,7 +508,9 @@ def tool_versions(engine: Engine, tensorflow: bool) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"edgeq": __version__}
-    names = (["tensorflow"] if tensorflow else []) + (["litert-quantizer", "ai-edge-litert"] if engine is Engine.LITERT_QUANTIZER else [])
+    names = (["tensorflow"] if tensorflow else []) + (
+        ["litert-quantizer", "ai-edge-litert"] if engine is Engine.LITERT_QUANTIZER else []
+    )
     for name in names:
         try:
             versions[name] = version(name)
@@ -547,7 +571,9 @@ def _weight_census(model_bytes: bytes) -> dict[str, dict[str, int]]:
     return weight_census(model_bytes)
 
 
-def converter_for(float_model: FloatModel, mode: QuantMode, io_type: IOType, representative: Any, per_channel: bool) -> Any:
+def converter_for(
+    float_model: FloatModel, mode: QuantMode, io_type: IOType, representative: Any, per_channel: bool
+) -> Any:
     converter = float_model.converter()
     configure_converter(converter, mode, io_type, representative, per_channel)
     return converter
@@ -594,7 +620,13 @@ def _fidelity_warnings(fidelity: Fidelity) -> list[str]:
     return found
 
 
-def _evaluate(path: Any, float_runner: ModelRunner, quant_runner: ModelRunner, inputs: Mapping[str, np.ndarray], labels: np.ndarray):
+def _evaluate(
+    path: Any,
+    float_runner: ModelRunner,
+    quant_runner: ModelRunner,
+    inputs: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+):
     float_out = float_runner.run(inputs)
     quant_out = quant_runner.run(inputs)
     heads = [name for name, arr in float_out.items() if is_classifier_output(arr)]
@@ -607,7 +639,11 @@ def _evaluate(path: Any, float_runner: ModelRunner, quant_runner: ModelRunner, i
 
 def write_outputs(out: Path, model_bytes: bytes, report: ConversionReport, recipe: Recipe) -> None:
     """Write the model, its report and its recipe so that all or none replace what was there."""
-    with atomic_writer(out) as model_tmp, atomic_writer(report_path_for(out)) as report_tmp, atomic_writer(recipe_path_for(out)) as recipe_tmp:
+    with (
+        atomic_writer(out) as model_tmp,
+        atomic_writer(report_path_for(out)) as report_tmp,
+        atomic_writer(recipe_path_for(out)) as recipe_tmp,
+    ):
         model_tmp.write(model_bytes)
         report_tmp.write(json.dumps(report.to_dict(), indent=2).encode() + b"\n")
         recipe_tmp.write(recipe.to_json().encode())

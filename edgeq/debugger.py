@@ -13,7 +13,7 @@ import dataclasses
 import io
 import math
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -84,7 +84,9 @@ def layer_errors(
             debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_set)
             debugger.run()
         except Exception as exc:  # the debugger raises converter and runtime errors of many types
-            raise ConversionError(f"per-layer analysis failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+            raise ConversionError(
+                f"per-layer analysis failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            ) from exc
         buf = io.StringIO()
         debugger.layer_statistics_dump(buf)
     rows = []

@@ -42,8 +42,9 @@ import secrets
 import shlex
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
 from .errors import DeviceUnreachableError, EdgeqError, InternalError, ModelError, RemoteCommandError
@@ -54,29 +55,29 @@ if TYPE_CHECKING:  # the connection module imports paramiko: only when a connect
     from .inventory import Device
 
 __all__ = [
-    "DEFAULT_KEEP_VERSIONS",
     "DEFAULT_CONCURRENCY",
-    "DeviceStatus",
-    "ModelFile",
-    "VersionInfo",
-    "ModelState",
+    "DEFAULT_KEEP_VERSIONS",
     "DeviceResult",
-    "FleetResult",
-    "FleetOptions",
+    "DeviceStatus",
     "FleetEvents",
-    "validate_model_name",
-    "prepare_model",
-    "model_dir",
-    "deploy_to_device",
-    "status_of_device",
-    "rollback_device",
-    "remove_from_device",
-    "run_fleet",
-    "device_result",
+    "FleetOptions",
+    "FleetResult",
+    "ModelFile",
+    "ModelState",
+    "VersionInfo",
     "deploy_fleet",
-    "status_fleet",
-    "rollback_fleet",
+    "deploy_to_device",
+    "device_result",
+    "model_dir",
+    "prepare_model",
     "remove_fleet",
+    "remove_from_device",
+    "rollback_device",
+    "rollback_fleet",
+    "run_fleet",
+    "status_fleet",
+    "status_of_device",
+    "validate_model_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,10 @@ def prepare_model(path: str | Path, name: str | None = None) -> ModelFile:
         raise ModelError(f"{path}: no such file" if not path.exists() else f"{path} is not a file")
     model_name = name if name is not None else path.stem
     if name is None and not _NAME_RE.match(model_name):
-        raise EdgeqError(f"the file name {path.name!r} does not make a safe model name", hint="give one with --name (letters, digits, '.', '_', '-')")
+        raise EdgeqError(
+            f"the file name {path.name!r} does not make a safe model name",
+            hint="give one with --name (letters, digits, '.', '_', '-')",
+        )
     validate_model_name(model_name)
     digest = hashlib.sha256()
     size = 0
@@ -232,7 +236,10 @@ def prepare_model(path: str | Path, name: str | None = None) -> ModelFile:
     except OSError as exc:
         raise ModelError(f"{path}: {exc.strerror or exc}") from exc
     if len(head) < 8 or head[4:8] != b"TFL3":
-        raise ModelError(f"{path} is not a TFLite model (no TFL3 identifier)", hint="deploy the .tflite file that edgeq convert wrote")
+        raise ModelError(
+            f"{path} is not a TFLite model (no TFL3 identifier)",
+            hint="deploy the .tflite file that edgeq convert wrote",
+        )
     return ModelFile(path=str(path), name=model_name, sha256=digest.hexdigest(), size_bytes=size)
 
 
@@ -245,7 +252,7 @@ def model_dir(device: Device, name: str) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------- the remote scripts
@@ -320,7 +327,9 @@ verify() {
 """
 
 # deploy and rollback: state -> instructions (upload / activate / quit) -> verified -> commit -> done
-_SWITCH_SH = _COMMON_SH + r"""
+_SWITCH_SH = (
+    _COMMON_SH
+    + r"""
 err=$(mkdir -p -- "$d/.incoming" 2>&1) || die "cannot create $d/.incoming: $err"
 lock
 # uploads of sessions that died (killed, cut off): every writer holds the lock, so with it they are all stale
@@ -389,17 +398,23 @@ for p in $prune; do
 done
 say "done"
 """
+)
 
 # status: read-only, takes no lock (a rollout in progress never blocks it)
-_STATUS_SH = _COMMON_SH + r"""
+_STATUS_SH = (
+    _COMMON_SH
+    + r"""
 if [ ! -d "$d" ]; then say "edgeq-state 1"; say "absent"; exit 0; fi
 state
 cur=$(readlink -- "$d/current" 2>/dev/null) || cur=""
 if [ -n "$cur" ]; then verify "$cur" - || true; else say "inactive"; fi
 """
+)
 
 # remove: state -> "all" or "versions V..." + manifest -> done
-_REMOVE_SH = _COMMON_SH + r"""
+_REMOVE_SH = (
+    _COMMON_SH
+    + r"""
 if [ ! -d "$d" ]; then say "edgeq-state 1"; say "absent"; exit 0; fi
 lock
 state
@@ -425,6 +440,7 @@ case $cmd in
   *) die "unknown instruction: $cmd";;
 esac
 """
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,7 +481,9 @@ class _Session:
         line = self.line()
         kind, _, rest = line.partition(" ")
         if kind not in kinds:
-            raise RemoteCommandError(f"{self.label}: unexpected answer from the device: {line[:200]!r} (expected {' or '.join(kinds)})")
+            raise RemoteCommandError(
+                f"{self.label}: unexpected answer from the device: {line[:200]!r} (expected {' or '.join(kinds)})"
+            )
         return kind, rest
 
     def send(self, *lines: str) -> None:
@@ -523,21 +541,36 @@ def _manifest_versions(manifest: dict) -> dict[str, dict]:
 
 def _manifest_history(manifest: dict) -> list[dict]:
     history = manifest.get("history")
-    return [e for e in history if isinstance(e, dict) and isinstance(e.get("version"), str)] if isinstance(history, list) else []
+    return (
+        [e for e in history if isinstance(e, dict) and isinstance(e.get("version"), str)]
+        if isinstance(history, list)
+        else []
+    )
 
 
-def _new_manifest(name: str, manifest: dict, *, current: str, event: dict, add: dict | None = None, drop: Iterable[str] = ()) -> dict:
+def _new_manifest(
+    name: str, manifest: dict, *, current: str, event: dict, add: dict | None = None, drop: Iterable[str] = ()
+) -> dict:
     versions = _manifest_versions(manifest)
     if add:
         versions[current] = add
     for version in drop:
         versions.pop(version, None)
     history = (_manifest_history(manifest) + [event])[-_HISTORY_LIMIT:]
-    return {"format": 1, "model": name, "current": current, "updated_at": event["at"], "versions": versions, "history": history}
+    return {
+        "format": 1,
+        "model": name,
+        "current": current,
+        "updated_at": event["at"],
+        "versions": versions,
+        "history": history,
+    }
 
 
 def _manifest_line(manifest: dict) -> str:
-    return json.dumps(manifest, separators=(",", ":"), sort_keys=True, ensure_ascii=True)  # one line, ASCII: safe for `read -r`
+    return json.dumps(
+        manifest, separators=(",", ":"), sort_keys=True, ensure_ascii=True
+    )  # one line, ASCII: safe for `read -r`
 
 
 def _versions_to_prune(state: _State, current: str, keep: int) -> list[str]:
@@ -576,16 +609,27 @@ ProgressCallback = Callable[[int, int], None]
 
 def device_result(device: Device, action: str, model: str, status: DeviceStatus, **kwargs: Any) -> DeviceResult:
     """A :class:`DeviceResult` for ``device`` (for operations passed to :func:`run_fleet`)."""
-    return DeviceResult(device=device.name, destination=device.destination, action=action, model=model, status=status, **kwargs)
+    return DeviceResult(
+        device=device.name, destination=device.destination, action=action, model=model, status=status, **kwargs
+    )
 
 
-def deploy_to_device(conn: Connection, device: Device, model: ModelFile, *, keep: int | None = None, progress: ProgressCallback | None = None) -> DeviceResult:
+def deploy_to_device(
+    conn: Connection,
+    device: Device,
+    model: ModelFile,
+    *,
+    keep: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> DeviceResult:
     """Deploy ``model`` to one device over ``conn``: upload (unless the version is there), verify, flush, switch."""
     keep = keep or device.keep_versions or DEFAULT_KEEP_VERSIONS
     version = model.version
     warnings: list[str] = []
     sent = 0
-    with _Session(conn, _SWITCH_SH, model_dir(device, model.name), device.python, _session_timeout(conn, transfer=True)) as session:
+    with _Session(
+        conn, _SWITCH_SH, model_dir(device, model.name), device.python, _session_timeout(conn, transfer=True)
+    ) as session:
         state = session.state()
         if state is None:  # the switch script creates the folder: it never reports it absent
             raise InternalError(f"{device.name}: the device reported no model folder")
@@ -602,7 +646,15 @@ def deploy_to_device(conn: Connection, device: Device, model: ModelFile, *, keep
         if verified and previous == version:
             session.send("skip")
             session.finish()
-            return device_result(device, "deploy", model.name, DeviceStatus.UNCHANGED, version=version, previous=previous, warnings=tuple(warnings))
+            return device_result(
+                device,
+                "deploy",
+                model.name,
+                DeviceStatus.UNCHANGED,
+                version=version,
+                previous=previous,
+                warnings=tuple(warnings),
+            )
         if not verified:
             needed = model.size_bytes + _FREE_MARGIN_BYTES
             if state.free_bytes is not None and state.free_bytes < needed:
@@ -635,7 +687,17 @@ def deploy_to_device(conn: Connection, device: Device, model: ModelFile, *, keep
         session.send("commit", _manifest_line(new_manifest), " ".join(prune))
         warnings.extend(_until_done(session))
         session.finish()
-    return device_result(device, "deploy", model.name, DeviceStatus.OK, version=version, previous=previous, bytes_sent=sent, removed=tuple(prune), warnings=tuple(warnings))
+    return device_result(
+        device,
+        "deploy",
+        model.name,
+        DeviceStatus.OK,
+        version=version,
+        previous=previous,
+        bytes_sent=sent,
+        removed=tuple(prune),
+        warnings=tuple(warnings),
+    )
 
 
 def _early_error(session: _Session) -> str | None:
@@ -664,11 +726,15 @@ def _until_done(session: _Session) -> list[str]:
 def status_of_device(conn: Connection, device: Device, name: str) -> DeviceResult:
     """The active version of ``name`` on one device and whether its file still matches its sha256."""
     validate_model_name(name)
-    with _Session(conn, _STATUS_SH, model_dir(device, name), device.python, _session_timeout(conn, transfer=False)) as session:
+    with _Session(
+        conn, _STATUS_SH, model_dir(device, name), device.python, _session_timeout(conn, transfer=False)
+    ) as session:
         state = session.state(ready=False)
         if state is None:
             session.finish()
-            return device_result(device, "status", name, DeviceStatus.FAILED, reason=f"no model named {name!r} on the device")
+            return device_result(
+                device, "status", name, DeviceStatus.FAILED, reason=f"no model named {name!r} on the device"
+            )
         kind, rest = session.expect("verified", "damaged", "inactive")
         session.finish()
     intact = None if kind == "inactive" else kind == "verified"
@@ -699,7 +765,9 @@ def status_of_device(conn: Connection, device: Device, name: str) -> DeviceResul
 def rollback_device(conn: Connection, device: Device, name: str, to: str | None = None) -> DeviceResult:
     """Switch ``name`` back to the previously active version (or to the version ``to``, a unique prefix) after verifying it."""
     validate_model_name(name)
-    with _Session(conn, _SWITCH_SH, model_dir(device, name), device.python, _session_timeout(conn, transfer=False)) as session:
+    with _Session(
+        conn, _SWITCH_SH, model_dir(device, name), device.python, _session_timeout(conn, transfer=False)
+    ) as session:
         state = session.state()
         if state is None:  # the switch script creates the folder: it never reports it absent
             raise InternalError(f"{device.name}: the device reported no model folder")
@@ -714,18 +782,24 @@ def rollback_device(conn: Connection, device: Device, name: str, to: str | None 
             session.finish()
             return device_result(device, "rollback", name, DeviceStatus.UNCHANGED, version=target, previous=previous)
         known = _manifest_versions(state.manifest).get(target, {})
-        expected = known.get("sha256") if isinstance(known.get("sha256"), str) and _SHA_RE.match(known["sha256"]) else "-"
+        expected = (
+            known.get("sha256") if isinstance(known.get("sha256"), str) and _SHA_RE.match(known["sha256"]) else "-"
+        )
         session.send(f"activate {target} {expected}")
         kind, rest = session.expect("verified", "damaged")
         if kind == "damaged":
             session.send("quit")
-            raise RemoteCommandError(f"{device.name}: not rolling back to {target}: {rest}", hint="deploy that model again instead")
+            raise RemoteCommandError(
+                f"{device.name}: not rolling back to {target}: {rest}", hint="deploy that model again instead"
+            )
         event = {"at": _now(), "action": "rollback", "version": target, "previous": previous}
         new_manifest = _new_manifest(name, state.manifest, current=target, event=event)
         session.send("commit", _manifest_line(new_manifest), "")
         warnings = _until_done(session)
         session.finish()
-    return device_result(device, "rollback", name, DeviceStatus.OK, version=target, previous=previous, warnings=tuple(warnings))
+    return device_result(
+        device, "rollback", name, DeviceStatus.OK, version=target, previous=previous, warnings=tuple(warnings)
+    )
 
 
 def _rollback_target(state: _State, to: str | None) -> str:
@@ -743,18 +817,25 @@ def _rollback_target(state: _State, to: str | None) -> str:
             return version
     others = [v for v in state.versions if v != state.current]
     if others:
-        raise EdgeqError(f"the device has no history of earlier activations; choose one of {', '.join(others)}", hint="edgeq rollback --to VERSION")
+        raise EdgeqError(
+            f"the device has no history of earlier activations; choose one of {', '.join(others)}",
+            hint="edgeq rollback --to VERSION",
+        )
     raise EdgeqError("no earlier version on the device to roll back to")
 
 
 def remove_from_device(conn: Connection, device: Device, name: str, versions: Sequence[str] = ()) -> DeviceResult:
     """Delete ``name`` from one device: all of it, or only ``versions`` (never the active one)."""
     validate_model_name(name)
-    with _Session(conn, _REMOVE_SH, model_dir(device, name), device.python, _session_timeout(conn, transfer=False)) as session:
+    with _Session(
+        conn, _REMOVE_SH, model_dir(device, name), device.python, _session_timeout(conn, transfer=False)
+    ) as session:
         state = session.state()
         if state is None:
             session.finish()
-            return device_result(device, "remove", name, DeviceStatus.UNCHANGED, reason=f"no model named {name!r} on the device")
+            return device_result(
+                device, "remove", name, DeviceStatus.UNCHANGED, reason=f"no model named {name!r} on the device"
+            )
         previous = state.current
         if not versions:
             session.send("all")
@@ -766,7 +847,9 @@ def remove_from_device(conn: Connection, device: Device, name: str, versions: Se
             matches = [v for v in state.versions if v.startswith(wanted.lower())]
             if len(matches) > 1:
                 session.send("quit")
-                raise EdgeqError(f"{device.name}: version {wanted!r} is ambiguous (it has: {', '.join(state.versions)})")
+                raise EdgeqError(
+                    f"{device.name}: version {wanted!r} is ambiguous (it has: {', '.join(state.versions)})"
+                )
             chosen.extend(m for m in matches if m not in chosen)
         if previous in chosen:
             session.send("quit")
@@ -777,7 +860,14 @@ def remove_from_device(conn: Connection, device: Device, name: str, versions: Se
         if not chosen:
             session.send("quit")
             session.finish()
-            return device_result(device, "remove", name, DeviceStatus.UNCHANGED, version=previous, reason="none of those versions is on the device")
+            return device_result(
+                device,
+                "remove",
+                name,
+                DeviceStatus.UNCHANGED,
+                version=previous,
+                reason="none of those versions is on the device",
+            )
         event = {"at": _now(), "action": "remove", "version": previous or "-", "removed": chosen}
         manifest = _new_manifest(name, state.manifest, current=previous or "", event=event, drop=chosen)
         session.send("versions " + " ".join(chosen), _manifest_line(manifest))
@@ -788,7 +878,16 @@ def remove_from_device(conn: Connection, device: Device, name: str, versions: Se
                 break
             warnings.append(rest)
         session.finish()
-    return device_result(device, "remove", name, DeviceStatus.OK, version=previous, previous=previous, removed=tuple(chosen), warnings=tuple(warnings))
+    return device_result(
+        device,
+        "remove",
+        name,
+        DeviceStatus.OK,
+        version=previous,
+        previous=previous,
+        removed=tuple(chosen),
+        warnings=tuple(warnings),
+    )
 
 
 def _mb(size: int) -> str:
@@ -820,7 +919,9 @@ class FleetOptions:
     canary: int = 0  # this many devices first; the rest only if all of them succeeded
 
 
-Operation = Callable[["Connection", "Device", ProgressCallback], DeviceResult]  # (connection, device, progress) -> result
+Operation = Callable[
+    ["Connection", "Device", ProgressCallback], DeviceResult
+]  # (connection, device, progress) -> result
 Connector = Callable[["Device"], "Connection"]  # device -> an unopened connection
 
 
@@ -882,7 +983,11 @@ def run_fleet(
             failed = ", ".join(r.device for r in results.values() if not r.status.succeeded)
             for index in wave:
                 results[index] = device_result(
-                    devices[index], action, model, DeviceStatus.SKIPPED, reason=f"not attempted: the canary failed ({failed})"
+                    devices[index],
+                    action,
+                    model,
+                    DeviceStatus.SKIPPED,
+                    reason=f"not attempted: the canary failed ({failed})",
                 )
                 if events:
                     events.finished(results[index])
@@ -891,7 +996,8 @@ def run_fleet(
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"edgeq-{action}")
         try:
             futures = {
-                executor.submit(_attempts, devices[i], operation, connect, action, model, options, events, registry): i for i in wave
+                executor.submit(_attempts, devices[i], operation, connect, action, model, options, events, registry): i
+                for i in wave
             }
             for future in concurrent.futures.as_completed(futures):
                 results[futures[future]] = future.result()
@@ -903,10 +1009,19 @@ def run_fleet(
         if canary and wave_number == 0:
             stopped = any(not results[i].status.succeeded for i in wave)
     ordered = tuple(results[i] for i in range(len(devices)))
-    return FleetResult(action=action, model=model, version=version, results=ordered, seconds=time.monotonic() - started, stopped_by_canary=stopped)
+    return FleetResult(
+        action=action,
+        model=model,
+        version=version,
+        results=ordered,
+        seconds=time.monotonic() - started,
+        stopped_by_canary=stopped,
+    )
 
 
-def _attempts(device, operation, connect, action, model, options: FleetOptions, events, registry: _Registry) -> DeviceResult:
+def _attempts(
+    device, operation, connect, action, model, options: FleetOptions, events, registry: _Registry
+) -> DeviceResult:
     started = time.monotonic()
     if events:
         events.started(device)
@@ -958,7 +1073,9 @@ def _attempts(device, operation, connect, action, model, options: FleetOptions, 
         return result
 
 
-def _failure(device, action: str, model: str, status: DeviceStatus, exc: EdgeqError, attempt: int, started: float) -> DeviceResult:
+def _failure(
+    device, action: str, model: str, status: DeviceStatus, exc: EdgeqError, attempt: int, started: float
+) -> DeviceResult:
     reason = exc.message
     prefix = f"{device.name}: "
     if reason.startswith(prefix):
@@ -993,21 +1110,60 @@ def deploy_fleet(
     def operation(conn, device, progress):
         return deploy_to_device(conn, device, model, keep=keep, progress=progress)
 
-    return run_fleet(devices, operation, connect=connect, action="deploy", model=model.name, version=model.version, options=options, events=events)
+    return run_fleet(
+        devices,
+        operation,
+        connect=connect,
+        action="deploy",
+        model=model.name,
+        version=model.version,
+        options=options,
+        events=events,
+    )
 
 
-def status_fleet(devices: Sequence[Device], name: str, *, connect: Connector, options: FleetOptions = FleetOptions(), events: FleetEvents | None = None) -> FleetResult:
+def status_fleet(
+    devices: Sequence[Device],
+    name: str,
+    *,
+    connect: Connector,
+    options: FleetOptions = FleetOptions(),
+    events: FleetEvents | None = None,
+) -> FleetResult:
     validate_model_name(name)
-    return run_fleet(devices, lambda c, d, p: status_of_device(c, d, name), connect=connect, action="status", model=name, options=options, events=events)
+    return run_fleet(
+        devices,
+        lambda c, d, p: status_of_device(c, d, name),
+        connect=connect,
+        action="status",
+        model=name,
+        options=options,
+        events=events,
+    )
 
 
 def rollback_fleet(
-    devices: Sequence[Device], name: str, *, to: str | None = None, connect: Connector, options: FleetOptions = FleetOptions(), events: FleetEvents | None = None
+    devices: Sequence[Device],
+    name: str,
+    *,
+    to: str | None = None,
+    connect: Connector,
+    options: FleetOptions = FleetOptions(),
+    events: FleetEvents | None = None,
 ) -> FleetResult:
     validate_model_name(name)
     if to is not None and not re.fullmatch(r"[0-9a-fA-F]{4,12}", to):
         raise EdgeqError(f"--to {to!r} is not a version (4 to 12 hex digits, as edgeq status shows them)")
-    return run_fleet(devices, lambda c, d, p: rollback_device(c, d, name, to), connect=connect, action="rollback", model=name, version=to, options=options, events=events)
+    return run_fleet(
+        devices,
+        lambda c, d, p: rollback_device(c, d, name, to),
+        connect=connect,
+        action="rollback",
+        model=name,
+        version=to,
+        options=options,
+        events=events,
+    )
 
 
 def remove_fleet(
@@ -1023,4 +1179,12 @@ def remove_fleet(
     for version in versions:
         if not re.fullmatch(r"[0-9a-fA-F]{4,12}", version):
             raise EdgeqError(f"--version {version!r} is not a version (4 to 12 hex digits)")
-    return run_fleet(devices, lambda c, d, p: remove_from_device(c, d, name, versions), connect=connect, action="remove", model=name, options=options, events=events)
+    return run_fleet(
+        devices,
+        lambda c, d, p: remove_from_device(c, d, name, versions),
+        connect=connect,
+        action="remove",
+        model=name,
+        options=options,
+        events=events,
+    )

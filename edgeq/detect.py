@@ -17,12 +17,22 @@ import datetime as _dt
 import json
 import re
 import shlex
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .errors import ProbeOutputError
 from .types import to_jsonable
 
-__all__ = ["DeviceFacts", "TargetMatch", "Detection", "read_facts", "parse_facts", "match_targets", "detect_device", "suggest_target_toml"]
+__all__ = [
+    "Detection",
+    "DeviceFacts",
+    "TargetMatch",
+    "detect_device",
+    "match_targets",
+    "parse_facts",
+    "read_facts",
+    "suggest_target_toml",
+]
 
 _FACTS_PY = r"""
 import importlib, json, platform, struct, sys
@@ -140,7 +150,10 @@ def parse_facts(text: str, device: str = "device") -> DeviceFacts:
         elif current is not None:
             sections[current].append(line)
     if "end" not in sections or "uname" not in sections:
-        raise ProbeOutputError(f"{device}: the device's answer to `targets detect` is incomplete", hint="is it a Linux device with a POSIX shell?")
+        raise ProbeOutputError(
+            f"{device}: the device's answer to `targets detect` is incomplete",
+            hint="is it a Linux device with a POSIX shell?",
+        )
     from .targets import cpu_facts_from_cpuinfo, machine_arch
 
     uname = sections["uname"] + ["", "", ""]
@@ -294,7 +307,10 @@ def suggest_target_toml(facts: DeviceFacts, extends: str | None = None, name: st
         f"memory_mb = {facts.memory_mb}" if facts.memory_mb else 'memory_mb = "unknown"',
         f"os = {_toml_string(facts.os or 'Linux')}",
         f"python = {_toml_string(facts.python or 'python3')}",
-        "runtimes = [" + ", ".join(_toml_string(r) for r in runtimes) + "]" + ("" if facts.runtimes else "  # none found on the device"),
+        "runtimes = ["
+        + ", ".join(_toml_string(r) for r in runtimes)
+        + "]"
+        + ("" if facts.runtimes else "  # none found on the device"),
         f"default_threads = {facts.cores or 1}",
     ]
     if not extends:

@@ -24,18 +24,18 @@ Exit code 2 is click's: bad command-line usage.
 from __future__ import annotations
 
 __all__ = [
-    "EdgeqError",
-    "TargetFileError",
     "CalibrationDataError",
-    "ModelError",
     "ConversionError",
-    "DeviceUnreachableError",
     "DeviceAuthError",
+    "DeviceUnreachableError",
+    "EdgeqError",
     "HostKeyError",
-    "RemoteCommandError",
-    "ProbeOutputError",
-    "PartialFailure",
     "InternalError",
+    "ModelError",
+    "PartialFailure",
+    "ProbeOutputError",
+    "RemoteCommandError",
+    "TargetFileError",
 ]
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
-__all__ = ["atomic_writer", "atomic_write_bytes"]
+__all__ = ["atomic_write_bytes", "atomic_writer"]
 
 
 @contextlib.contextmanager

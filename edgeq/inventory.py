@@ -40,21 +40,22 @@ import difflib
 import fnmatch
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from .errors import EdgeqError
 
 __all__ = [
-    "Device",
-    "HostSpec",
-    "HostEntry",
-    "Inventory",
-    "parse_host_spec",
-    "load_inventory",
-    "host_entries_from_specs",
-    "resolve_devices",
     "EDGEQ_VARS",
+    "Device",
+    "HostEntry",
+    "HostSpec",
+    "Inventory",
+    "host_entries_from_specs",
+    "load_inventory",
+    "parse_host_spec",
+    "resolve_devices",
 ]
 
 EDGEQ_VARS = ("edgeq_target", "edgeq_python", "edgeq_remote_dir", "edgeq_keep_versions")
@@ -139,7 +140,10 @@ def parse_host_spec(text: str) -> HostSpec:
     if port_text is not None:
         port = _port(port_text, f"--host {text!r}")
     if not (_HOSTNAME_RE.match(address) or (":" in address and _IPV6_RE.match(address))):
-        raise EdgeqError(f"--host {text!r}: {address!r} is not a host name or an IP address", hint="write user@address[:port], e.g. pi@10.0.0.5:22")
+        raise EdgeqError(
+            f"--host {text!r}: {address!r} is not a host name or an IP address",
+            hint="write user@address[:port], e.g. pi@10.0.0.5:22",
+        )
     return HostSpec(text=text.strip(), address=address, user=user, port=port)
 
 
@@ -280,7 +284,9 @@ class _Parser:
             for group in in_groups:
                 merged.update(self.groups[group].vars)
             merged.update(own)
-            hosts[host] = HostEntry(name=host, vars=merged, groups=tuple(g for g in in_groups if g != "all"), source=str(self.path))
+            hosts[host] = HostEntry(
+                name=host, vars=merged, groups=tuple(g for g in in_groups if g != "all"), source=str(self.path)
+            )
         return Inventory(path=str(self.path), hosts=hosts, groups=members)
 
     def group(self, name: str, body: Any, where: str) -> None:
@@ -304,7 +310,9 @@ class _Parser:
         hosts = body.get("hosts")
         if hosts is not None:
             if not isinstance(hosts, dict):
-                raise self.fail(f"hosts of group {where!r} must be a mapping of host names (write 'name:' on its own line, not '- name')")
+                raise self.fail(
+                    f"hosts of group {where!r} must be a mapping of host names (write 'name:' on its own line, not '- name')"
+                )
             for pattern, values in hosts.items():
                 if values is not None and not isinstance(values, dict):
                     raise self.fail(f"host {pattern!r} in group {where!r}: its variables must be a mapping")
@@ -416,14 +424,20 @@ def resolve_devices(
         for key in values:
             if key.startswith("edgeq_") and key not in EDGEQ_VARS:
                 close = difflib.get_close_matches(key, EDGEQ_VARS, n=1)
-                raise EdgeqError(f"{where}: unknown variable {key!r}", hint=f"did you mean {close[0]!r}?" if close else f"edgeq reads {', '.join(EDGEQ_VARS)}")
+                raise EdgeqError(
+                    f"{where}: unknown variable {key!r}",
+                    hint=f"did you mean {close[0]!r}?" if close else f"edgeq reads {', '.join(EDGEQ_VARS)}",
+                )
         target_name = target or _text(values, "edgeq_target", where)
         spec = load(target_name) if target_name else None
         deploy = getattr(spec, "deploy", None)
 
         connection = _text(values, "ansible_connection", where) or ""
         if connection and connection not in _CONNECTIONS:
-            raise EdgeqError(f"{where}: ansible_connection {connection!r} is not supported", hint="edgeq connects with ssh, or local for this machine")
+            raise EdgeqError(
+                f"{where}: ansible_connection {connection!r} is not supported",
+                hint="edgeq connects with ssh, or local for this machine",
+            )
         transport = _CONNECTIONS.get(connection) or (deploy.transport if deploy is not None else "ssh")
         if transport == "local" and entry.source == "--host" and not connection:
             raise EdgeqError(
@@ -455,7 +469,9 @@ def resolve_devices(
             port = config.port
         else:
             port = deploy.port if deploy is not None else 22
-        key_file = _text(values, "ansible_ssh_private_key_file", where) or _text(values, "ansible_private_key_file", where)
+        key_file = _text(values, "ansible_ssh_private_key_file", where) or _text(
+            values, "ansible_private_key_file", where
+        )
         if key_file:
             key_files: tuple[str, ...] = (os.path.abspath(os.path.expanduser(key_file)),)
         else:
@@ -466,9 +482,16 @@ def resolve_devices(
             or (getattr(spec, "python", None) if spec is not None else None)
             or "python3"
         )
-        remote_dir = _remote_dir(_text(values, "edgeq_remote_dir", where) or (deploy.remote_dir if deploy is not None else None) or "edgeq", where)
+        remote_dir = _remote_dir(
+            _text(values, "edgeq_remote_dir", where) or (deploy.remote_dir if deploy is not None else None) or "edgeq",
+            where,
+        )
         keep_value = values.get("edgeq_keep_versions")
-        keep = _positive_int(keep_value, f"{where}: edgeq_keep_versions") if keep_value is not None else (deploy.keep_versions if deploy is not None else None)
+        keep = (
+            _positive_int(keep_value, f"{where}: edgeq_keep_versions")
+            if keep_value is not None
+            else (deploy.keep_versions if deploy is not None else None)
+        )
         devices.append(
             Device(
                 name=entry.name,
@@ -508,7 +531,10 @@ def _text(values: Mapping[str, Any], key: str, where: str) -> str | None:
         raise EdgeqError(f"{where}: {key} must be a string, got {type(value).__name__}")
     text = str(value).strip()
     if "{{" in text or "{%" in text:
-        raise EdgeqError(f"{where}: {key} is a template ({text!r}); edgeq does not evaluate Jinja", hint="give the value itself in the inventory")
+        raise EdgeqError(
+            f"{where}: {key} is a template ({text!r}); edgeq does not evaluate Jinja",
+            hint="give the value itself in the inventory",
+        )
     if "\n" in text or "\0" in text:
         raise EdgeqError(f"{where}: {key} contains a line break")
     return text or None
@@ -540,9 +566,15 @@ def _remote_dir(value: str, where: str) -> str:
         text = text[2:] or "."
     text = text.rstrip("/") or "/"
     if text in ("", "/", "."):
-        raise EdgeqError(f"{where}: remote_dir {value!r} would put models at the top of a file system or home directory", hint="use a folder of its own, e.g. edgeq")
+        raise EdgeqError(
+            f"{where}: remote_dir {value!r} would put models at the top of a file system or home directory",
+            hint="use a folder of its own, e.g. edgeq",
+        )
     if text.startswith("~"):
-        raise EdgeqError(f"{where}: remote_dir {value!r}: '~user' paths are not supported", hint="use a path relative to the login user's home, or an absolute one")
+        raise EdgeqError(
+            f"{where}: remote_dir {value!r}: '~user' paths are not supported",
+            hint="use a path relative to the login user's home, or an absolute one",
+        )
     return text
 
 

@@ -27,25 +27,26 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .errors import ConversionError, ModelError
 
 __all__ = [
-    "RUNTIME_FAMILIES",
+    "CAPABILITIES",
     "NEWEST",
+    "RUNTIME_FAMILIES",
     "FeatureKind",
     "KernelFeature",
     "ModelKernels",
     "Support",
-    "CAPABILITIES",
+    "check_runs_on_target",
     "inspect_kernels",
+    "parse_version",
     "required_features",
+    "runs_on",
     "support_for",
     "unsupported",
-    "runs_on",
-    "check_runs_on_target",
-    "parse_version",
 ]
 
 RUNTIME_FAMILIES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
@@ -205,19 +206,20 @@ def inspect_kernels(model: bytes) -> ModelKernels:
 
     for subgraph in obj.subgraphs or ():
         tensors = subgraph.tensors or []
+        # the helpers below read this subgraph's tensors (bound as defaults: they are used in this iteration only)
 
-        def constant(t: int) -> bool:
+        def constant(t: int, tensors: list[Any] = tensors) -> bool:
             b = tensors[t].buffer
             if not 0 < b < len(buffers):
                 return False
             buf = buffers[b]
             return (buf.data is not None and len(buf.data) > 0) or bool(getattr(buf, "offset", 0))
 
-        def weight_like(t: int) -> bool:
+        def weight_like(t: int, tensors: list[Any] = tensors) -> bool:
             shape = tensors[t].shape if tensors[t].shape is not None else ()
             return constant(t) and len(shape) >= 2
 
-        def per_channel(t: int) -> bool:
+        def per_channel(t: int, tensors: list[Any] = tensors) -> bool:
             q = tensors[t].quantization
             return q is not None and q.scale is not None and len(q.scale) > 1
 
@@ -274,10 +276,20 @@ def inspect_kernels(model: bytes) -> ModelKernels:
                 elif out_type == _INT16:
                     need(FeatureKind.INT4_WEIGHTS_INT16, name)
                 elif out_type in _FLOATS:
-                    need(FeatureKind.INT4_WEIGHTS_DYNAMIC if per_channel(w) else FeatureKind.INT4_WEIGHTS_DYNAMIC_PER_TENSOR, name)
+                    need(
+                        FeatureKind.INT4_WEIGHTS_DYNAMIC
+                        if per_channel(w)
+                        else FeatureKind.INT4_WEIGHTS_DYNAMIC_PER_TENSOR,
+                        name,
+                    )
             elif wtype == _INT8 and out_type in _FLOATS:
                 need(FeatureKind.DYNAMIC_PER_CHANNEL if per_channel(w) else FeatureKind.DYNAMIC, name)
-            elif wtype == _INT8 and out_type in (_INT8, _UINT8, _INT16) and per_channel(w) and name not in _PER_AXIS_IN_SPEC:
+            elif (
+                wtype == _INT8
+                and out_type in (_INT8, _UINT8, _INT16)
+                and per_channel(w)
+                and name not in _PER_AXIS_IN_SPEC
+            ):
                 need(FeatureKind.PER_CHANNEL, name)
 
     features = []
@@ -287,7 +299,9 @@ def inspect_kernels(model: bytes) -> ModelKernels:
     if int16_ops:
         features.append(KernelFeature(FeatureKind.INT16_ACTIVATIONS, tuple(sorted(int16_ops)), sum(int16_ops.values())))
     if low_bit_ops:
-        features.append(KernelFeature(FeatureKind.LOW_BIT_TENSORS, tuple(sorted(low_bit_ops)), sum(low_bit_ops.values())))
+        features.append(
+            KernelFeature(FeatureKind.LOW_BIT_TENSORS, tuple(sorted(low_bit_ops)), sum(low_bit_ops.values()))
+        )
     kinds = list(FeatureKind)
     features.sort(key=lambda f: (kinds.index(f.kind), f.ops))
     return ModelKernels(tuple(features), dict(sorted((op, dict(sorted(c.items()))) for op, c in weights.items())))
@@ -313,7 +327,9 @@ class Support:
     gap: tuple[str, str] | None = None  # releases after `since` that lost it again: (first, last), both measured
 
 
-def _m(since: str | None, evidence: str, lacking: str | None = None, without: str = "", gap: tuple[str, str] | None = None) -> Support:
+def _m(
+    since: str | None, evidence: str, lacking: str | None = None, without: str = "", gap: tuple[str, str] | None = None
+) -> Support:
     return Support(since, "measured", evidence, lacking, without, gap)
 
 
@@ -390,11 +406,16 @@ CAPABILITIES: Mapping[str, Mapping[str, Support]] = {
         # measured: 1.0.0-1.2.0 fail at prepare in XNNPACK ("unsupported per-tensor quantization scale parameter for INT4 tensor")
         "ai-edge-litert": _m("1.3.0", "1.3.0-2.3.0 run it; 1.0.0-1.2.0 fail at prepare", "1.2.0", _PREPARE),
         # measured: 2.14.0 runs it; 2.13.0 returns wrong outputs
-        "tflite-runtime": _m("2.14.0", "2.14.0 runs it; 2.13.0 returns wrong outputs; 2.7.0-2.12.0 fail", "2.13.0", _WRONG),
+        "tflite-runtime": _m(
+            "2.14.0", "2.14.0 runs it; 2.13.0 returns wrong outputs; 2.7.0-2.12.0 fail", "2.13.0", _WRONG
+        ),
         # measured: 2.14.1-2.16.2 run it, 2.17.1-2.19.1 fail at prepare in XNNPACK (a regression), 2.20.0-2.21.0 run it
         "tensorflow": _m(
-            "2.14.1", "2.14.1-2.16.2 and 2.20.0-2.21.0 run it; 2.17.1-2.19.1 fail at prepare; 2.13.1 returns wrong outputs",
-            "2.13.1", _WRONG, gap=("2.17.1", "2.19.1"),
+            "2.14.1",
+            "2.14.1-2.16.2 and 2.20.0-2.21.0 run it; 2.17.1-2.19.1 fail at prepare; 2.13.1 returns wrong outputs",
+            "2.13.1",
+            _WRONG,
+            gap=("2.17.1", "2.19.1"),
         ),
     },
     "int4-dequantize": {
@@ -635,7 +656,13 @@ def check_runs_on_target(model: bytes, target: Any) -> None:
     if elsewhere:
         hints.append(f"a device with {' or '.join(elsewhere)} runs it ({name} lists only {', '.join(runtimes)})")
     lacking_everywhere = [
-        f for f in features if all(_reason(f, rt, "", parse_version(versions.get(rt) or NEWEST[rt])) for rt in runtimes if rt in RUNTIME_FAMILIES)
+        f
+        for f in features
+        if all(
+            _reason(f, rt, "", parse_version(versions.get(rt) or NEWEST[rt]))
+            for rt in runtimes
+            if rt in RUNTIME_FAMILIES
+        )
     ]
     for feature in lacking_everywhere:
         hint = _variant_hint(feature)

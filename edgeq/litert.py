@@ -12,8 +12,9 @@ import os
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -21,13 +22,13 @@ from .errors import ModelError
 from .types import ModelSummary, TensorInfo, TensorSpec
 
 __all__ = [
+    "ModelRunner",
     "captured_native_output",
+    "dequantize",
+    "describe_model",
     "interpreter_class",
     "load_interpreter",
-    "describe_model",
-    "ModelRunner",
     "quantize",
-    "dequantize",
 ]
 
 # Ops that compute nothing in float: conversions between the float and integer domains, and SHAPE
@@ -191,16 +192,12 @@ def describe_model(model: str | os.PathLike | bytes, interp: Any | None = None) 
     _, sig_in, sig_out = _signature_io(interp)
     by_index_in = {v: k for k, v in sig_in.items()}
     by_index_out = {v: k for k, v in sig_out.items()}
-    inputs = tuple(
-        _tensor_info(d, by_index_in.get(int(d["index"]))) for d in interp.get_input_details()
-    )
-    outputs = tuple(
-        _tensor_info(d, by_index_out.get(int(d["index"]))) for d in interp.get_output_details()
-    )
+    inputs = tuple(_tensor_info(d, by_index_in.get(int(d["index"]))) for d in interp.get_input_details())
+    outputs = tuple(_tensor_info(d, by_index_out.get(int(d["index"]))) for d in interp.get_output_details())
 
     op_counts: Counter[str] = Counter()
     float_ops: list[str] = []
-    for op in interp._get_ops_details():  # noqa: SLF001 - the only op-level API the runtimes expose
+    for op in interp._get_ops_details():
         name = op["op_name"]
         op_counts[name] += 1
         types = [_dtype_name(t) for t in (*op.get("operand_types", ()), *op.get("result_types", ()))]
@@ -286,7 +283,11 @@ class ModelRunner:
     def float_input_specs(self) -> tuple[TensorSpec, ...]:
         """The inputs as float data specs (by signature name): what real samples to feed this model look like."""
         return tuple(
-            TensorSpec(name=name, shape=(None, *info.shape[1:]), dtype="float32" if info.scale or info.dtype.startswith("float") else info.dtype)
+            TensorSpec(
+                name=name,
+                shape=(None, *info.shape[1:]),
+                dtype="float32" if info.scale or info.dtype.startswith("float") else info.dtype,
+            )
             for name, info in self.inputs.items()
         )
 

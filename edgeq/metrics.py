@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 from .types import Accuracy, Fidelity, OutputFidelity
 
-__all__ = ["sqnr_db", "is_classifier_output", "compare_outputs", "accuracy"]
+__all__ = ["accuracy", "compare_outputs", "is_classifier_output", "sqnr_db"]
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
@@ -29,9 +29,7 @@ def is_classifier_output(array: np.ndarray) -> bool:
     return array.ndim == 2 and array.shape[1] >= 2
 
 
-def compare_outputs(
-    reference: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray]
-) -> Fidelity:
+def compare_outputs(reference: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray]) -> Fidelity:
     """Per-output fidelity of ``test`` against ``reference`` (same keys, same shapes)."""
     outputs = []
     samples = 0
@@ -74,7 +72,7 @@ def _top1(ref: np.ndarray, got: np.ndarray) -> tuple[float | None, int, int]:
     quant_tied = _tied_top(got)
     agree = ~quant_tied & (ref.argmax(axis=1) == got.argmax(axis=1))
     if not counted.any():
-        return None, 0, int(len(ref))
+        return None, 0, len(ref)
     return float(agree[counted].mean()), int(quant_tied[counted].sum()), int((~counted).sum())
 
 
@@ -84,7 +82,7 @@ def accuracy(labels: np.ndarray, float_scores: np.ndarray, quant_scores: np.ndar
     float_acc = float(np.mean(np.asarray(float_scores).argmax(axis=1) == labels))
     quant_acc = float(np.mean(np.asarray(quant_scores).argmax(axis=1) == labels))
     return Accuracy(
-        samples=int(len(labels)),
+        samples=len(labels),
         float_accuracy=float_acc,
         quantized_accuracy=quant_acc,
         drop_points=round((float_acc - quant_acc) * 100.0, 4),

@@ -16,7 +16,8 @@ import difflib
 import os
 import re
 import warnings
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,13 +27,13 @@ from .recipe import Override, Precision
 from .types import QuantMode, TensorSpec
 
 __all__ = [
-    "Layer",
     "FloatGraph",
-    "load_float_tflite",
-    "litert_recipe",
-    "resolve_overrides",
+    "Layer",
     "litert_quantizer_version",
+    "litert_recipe",
+    "load_float_tflite",
     "model_layers",
+    "resolve_overrides",
     "weight_census",
 ]
 
@@ -40,8 +41,24 @@ SIGNATURE_KEY = "serving_default"
 _STATIC_KEY = "min_max_uniform_quantize"
 # Ops that only move or reshape data: never worth keeping in float on their own.
 _DATA_MOVEMENT = frozenset(
-    {"RESHAPE", "SHAPE", "STRIDED_SLICE", "PACK", "UNPACK", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE",
-     "CONCATENATION", "SLICE", "GATHER", "QUANTIZE", "DEQUANTIZE", "SPLIT", "PAD", "PADV2"}
+    {
+        "RESHAPE",
+        "SHAPE",
+        "STRIDED_SLICE",
+        "PACK",
+        "UNPACK",
+        "SQUEEZE",
+        "EXPAND_DIMS",
+        "TRANSPOSE",
+        "CONCATENATION",
+        "SLICE",
+        "GATHER",
+        "QUANTIZE",
+        "DEQUANTIZE",
+        "SPLIT",
+        "PAD",
+        "PADV2",
+    }
 )
 # Ops with a weight tensor that int4 can take (LiteRT has int4 kernels for these two only).
 INT4_WEIGHT_OPS = ("CONV_2D", "FULLY_CONNECTED")
@@ -129,7 +146,11 @@ def _graph_layers(model_obj: Any) -> tuple[Layer, ...]:
     for i, op in enumerate(subgraph.operators or ()):
         code = model_obj.operatorCodes[op.opcodeIndex]
         builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode or 0))
-        op_name = names.get(builtin, f"OP_{builtin}") if builtin != _schema().BuiltinOperator.CUSTOM else f"CUSTOM:{_name(code.customCode)}"
+        op_name = (
+            names.get(builtin, f"OP_{builtin}")
+            if builtin != _schema().BuiltinOperator.CUSTOM
+            else f"CUSTOM:{_name(code.customCode)}"
+        )
         outs = tuple(int(t) for t in op.outputs if t >= 0)
         ins = tuple(int(t) for t in op.inputs if t >= 0)
         out_names = [_name(tensors[t].name) for t in outs] or [_name(tensors[t].name) for t in ins]
@@ -183,7 +204,9 @@ def _add_default_signature(model_obj: Any) -> None:
 # --------------------------------------------------------------------------- recipes
 
 
-def _static(regex: str, operation: str, activation_bits: int, weight_bits: int, per_channel: bool = True) -> dict[str, Any]:
+def _static(
+    regex: str, operation: str, activation_bits: int, weight_bits: int, per_channel: bool = True
+) -> dict[str, Any]:
     return {
         "regex": regex,
         "operation": operation,
@@ -255,14 +278,18 @@ def _precision_rule(regex: str, operation: str, precision: Precision, per_channe
     return _static(regex, operation, 8, 4, per_channel)  # INT4: int4 weights, int8 activations
 
 
-def litert_recipe(mode: QuantMode, overrides: Sequence[Override] = (), per_channel: bool = True) -> list[dict[str, Any]]:
+def litert_recipe(
+    mode: QuantMode, overrides: Sequence[Override] = (), per_channel: bool = True
+) -> list[dict[str, Any]]:
     """litert-quantizer's recipe (a list of rules; later rules win) for an edgeq mode and overrides."""
     if mode is QuantMode.INT8:
         rules = [_static(".*", "*", 8, 8, per_channel)]
     elif mode is QuantMode.INT16X8:
         rules = [_static(".*", "*", 16, 8, per_channel)]
     elif mode is QuantMode.W4A8:
-        rules = [_static(".*", "*", 8, 8, per_channel)] + [_static(".*", op, 8, 4, per_channel) for op in INT4_WEIGHT_OPS]
+        rules = [_static(".*", "*", 8, 8, per_channel)] + [
+            _static(".*", op, 8, 4, per_channel) for op in INT4_WEIGHT_OPS
+        ]
     elif mode is QuantMode.INT4_WEIGHT:
         rules = [_weights_only(".*", "*", 4, dynamic=False, per_channel=per_channel)]
     elif mode is QuantMode.DYNAMIC:
@@ -279,7 +306,9 @@ def litert_recipe(mode: QuantMode, overrides: Sequence[Override] = (), per_chann
     return rules
 
 
-def resolve_overrides(overrides: Sequence[Override], layers: Sequence[Layer], where: str = "recipe") -> dict[Override, tuple[Layer, ...]]:
+def resolve_overrides(
+    overrides: Sequence[Override], layers: Sequence[Layer], where: str = "recipe"
+) -> dict[Override, tuple[Layer, ...]]:
     """The layers each override selects; a pattern or op type that selects none is an error with the closest name."""
     found: dict[Override, tuple[Layer, ...]] = {}
     ops = sorted({layer.op for layer in layers})
@@ -304,7 +333,9 @@ def resolve_overrides(overrides: Sequence[Override], layers: Sequence[Layer], wh
                 close = [parts[near[0]]] if near else []
             raise ConversionError(
                 f"{where}: layer pattern {o.layer!r} matches no layer of this model",
-                hint=f"the closest layer name is {close[0]!r}" if close else "list the layers with `edgeq inspect --layers MODEL`",
+                hint=f"the closest layer name is {close[0]!r}"
+                if close
+                else "list the layers with `edgeq inspect --layers MODEL`",
             )
         found[o] = selected
     return found
@@ -333,12 +364,16 @@ class FloatGraph:
             model = _write(obj)
         elif len(obj.signatureDefs) > 1:
             keys = ", ".join(_name(s.signatureKey) for s in obj.signatureDefs)
-            raise ModelError(f"{source}: the model has {len(obj.signatureDefs)} signatures ({keys}); edgeq quantizes models with one")
+            raise ModelError(
+                f"{source}: the model has {len(obj.signatureDefs)} signatures ({keys}); edgeq quantizes models with one"
+            )
         self.model = bytes(model)
         sig = obj.signatureDefs[0]
         self.signature_key = _name(sig.signatureKey)
         if sig.subgraphIndex:
-            raise ModelError(f"{source}: the signature runs subgraph {sig.subgraphIndex}; edgeq needs it to run the main subgraph")
+            raise ModelError(
+                f"{source}: the signature runs subgraph {sig.subgraphIndex}; edgeq needs it to run the main subgraph"
+            )
         self.layers = _graph_layers(obj)
         tensors = obj.subgraphs[0].tensors
         schema = _schema()
@@ -372,7 +407,13 @@ class FloatGraph:
             except (ValueError, RuntimeError) as exc:
                 raise ConversionError(f"calibration failed: {_first_line(exc)}") from exc
 
-    def quantize(self, mode: QuantMode, statistics: Mapping[str, Any] | None, overrides: Sequence[Override] = (), per_channel: bool = True) -> bytes:
+    def quantize(
+        self,
+        mode: QuantMode,
+        statistics: Mapping[str, Any] | None,
+        overrides: Sequence[Override] = (),
+        per_channel: bool = True,
+    ) -> bytes:
         """One variant of the model, from stored calibration ``statistics`` (not re-calibrated)."""
         if mode is QuantMode.FLOAT32 and not overrides:
             return self.model
@@ -391,7 +432,9 @@ class FloatGraph:
             except ConversionError:
                 raise
             except (ValueError, RuntimeError, KeyError, NotImplementedError) as exc:
-                raise ConversionError(f"litert-quantizer could not make the {mode.value} variant: {_first_line(exc)}") from exc
+                raise ConversionError(
+                    f"litert-quantizer could not make the {mode.value} variant: {_first_line(exc)}"
+                ) from exc
         return bytes(result.quantized_model)
 
 
@@ -419,7 +462,10 @@ def load_float_tflite(path: str | os.PathLike) -> FloatGraph:
         raise ModelError(f"{path}: no such file")
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ModelError(f"{path}: not a TFLite model (no TFL3 identifier)", hint="give a .tflite flatbuffer, a SavedModel directory or a .keras/.h5 file")
+        raise ModelError(
+            f"{path}: not a TFLite model (no TFL3 identifier)",
+            hint="give a .tflite flatbuffer, a SavedModel directory or a .keras/.h5 file",
+        )
     return FloatGraph(data, source=str(path))
 
 

@@ -14,13 +14,14 @@ import enum
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConversionError
 from .types import IOType, QuantMode
 
-__all__ = ["Precision", "Override", "CalibrationSettings", "Recipe", "RECIPE_VERSION", "recipe_path_for", "Engine"]
+__all__ = ["RECIPE_VERSION", "CalibrationSettings", "Engine", "Override", "Precision", "Recipe", "recipe_path_for"]
 
 RECIPE_VERSION = 1
 
@@ -50,7 +51,11 @@ class Override:
     op: str | None = None
 
     def describe(self) -> str:
-        what = " and ".join(x for x in (f"layers matching {self.layer!r}" if self.layer else "", f"{self.op} ops" if self.op else "") if x)
+        what = " and ".join(
+            x
+            for x in (f"layers matching {self.layer!r}" if self.layer else "", f"{self.op} ops" if self.op else "")
+            if x
+        )
         return f"{what}: {self.precision.value}"
 
 
@@ -104,7 +109,9 @@ class Recipe:
         _known(raw, _TOP_KEYS, where)
         version = raw.get("recipe_version", RECIPE_VERSION)
         if version != RECIPE_VERSION:
-            raise ConversionError(f"{where}: recipe_version {version!r} is not supported (this edgeq reads version {RECIPE_VERSION})")
+            raise ConversionError(
+                f"{where}: recipe_version {version!r} is not supported (this edgeq reads version {RECIPE_VERSION})"
+            )
         mode = _choice(raw.get("mode"), QuantMode, f"{where}: mode")
         engine = _choice(raw.get("engine", Engine.LITERT_QUANTIZER.value), Engine, f"{where}: engine")
         io_type = None if raw.get("io_type") is None else _choice(raw["io_type"], IOType, f"{where}: io_type")
@@ -113,15 +120,26 @@ class Recipe:
             raise ConversionError(f"{where}: per_channel must be true or false")
         overrides_raw = raw.get("overrides", [])
         if not isinstance(overrides_raw, list):
-            raise ConversionError(f"{where}: overrides must be a list of {{\"layer\"|\"op\": ..., \"precision\": ...}}")
+            raise ConversionError(f'{where}: overrides must be a list of {{"layer"|"op": ..., "precision": ...}}')
         overrides = tuple(_override(o, f"{where}: overrides[{i}]") for i, o in enumerate(overrides_raw))
         calibration = _calibration(raw.get("calibration", {}), f"{where}: calibration")
         versions = raw.get("versions", {})
         if not isinstance(versions, dict) or not all(isinstance(v, str) for v in versions.values()):
             raise ConversionError(f"{where}: versions must map tool names to version strings")
         if engine is Engine.TFLITE_CONVERTER and (overrides or mode.needs_litert_quantizer):
-            raise ConversionError(f"{where}: engine tflite-converter cannot make mode {mode.value} or per-layer overrides", hint='use "engine": "litert-quantizer"')
-        return cls(mode=mode, engine=engine, io_type=io_type, overrides=overrides, per_channel=per_channel, calibration=calibration, versions=versions)
+            raise ConversionError(
+                f"{where}: engine tflite-converter cannot make mode {mode.value} or per-layer overrides",
+                hint='use "engine": "litert-quantizer"',
+            )
+        return cls(
+            mode=mode,
+            engine=engine,
+            io_type=io_type,
+            overrides=overrides,
+            per_channel=per_channel,
+            calibration=calibration,
+            versions=versions,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recipe:
@@ -172,14 +190,16 @@ def _choice(value: Any, enum_type: type[enum.Enum], where: str) -> Any:
 
 def _override(raw: Any, where: str) -> Override:
     if not isinstance(raw, dict):
-        raise ConversionError(f"{where}: an override is an object such as {{\"layer\": \"dense_2\", \"precision\": \"float\"}}")
+        raise ConversionError(f'{where}: an override is an object such as {{"layer": "dense_2", "precision": "float"}}')
     _known(raw, _OVERRIDE_KEYS, where)
     if "precision" not in raw:
         raise ConversionError(f"{where}: no precision (one of {', '.join(p.value for p in Precision)})")
     precision = _choice(raw["precision"], Precision, f"{where}: precision")
     layer, op = raw.get("layer"), raw.get("op")
     if layer is None and op is None:
-        raise ConversionError(f"{where}: give \"layer\" (a regex on layer names), \"op\" (an op type such as HARD_SWISH), or both")
+        raise ConversionError(
+            f'{where}: give "layer" (a regex on layer names), "op" (an op type such as HARD_SWISH), or both'
+        )
     for key, value in (("layer", layer), ("op", op)):
         if value is not None and (not isinstance(value, str) or not value):
             raise ConversionError(f"{where}: {key} must be a non-empty string")
@@ -207,11 +227,15 @@ def _calibration(raw: Any, where: str) -> CalibrationSettings:
         value = raw.get(key)
         if value is None:
             return None
-        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
             raise ConversionError(f"{where}: {key} must be a list of numbers")
         if length is not None and len(value) != length:
             raise ConversionError(f"{where}: {key} must have {length} numbers")
         return tuple(float(v) for v in value)
 
     pixel_range = floats("pixel_range", 2) or default.pixel_range
-    return CalibrationSettings(samples=samples, seed=seed, pixel_range=(pixel_range[0], pixel_range[1]), mean=floats("mean"), std=floats("std"))
+    return CalibrationSettings(
+        samples=samples, seed=seed, pixel_range=(pixel_range[0], pixel_range[1]), mean=floats("mean"), std=floats("std")
+    )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 from rich.table import Table
 from rich.text import Text
@@ -13,11 +14,11 @@ from rich.text import Text
 from .types import ConversionReport, ModelSummary, TensorInfo, to_jsonable
 
 __all__ = [
-    "to_json",
     "conversion_tables",
-    "summary_tables",
-    "layer_table",
     "format_bytes",
+    "layer_table",
+    "summary_tables",
+    "to_json",
 ]
 
 
@@ -85,10 +86,18 @@ def layers_table(layers: Iterable[Any]) -> Table:
 def layer_table(layers: Iterable[Any]) -> Table:
     """Layers with the largest quantization error (from ``edgeq inspect --per-layer``)."""
     table = Table(title="layers by quantization error (RMSE / scale; ~0.29 is ideal rounding)", title_justify="left")
-    for col, justify in (("op", "left"), ("tensor", "left"), ("RMSE/scale", "right"), ("max abs error", "right"), ("scale", "right")):
+    for col, justify in (
+        ("op", "left"),
+        ("tensor", "left"),
+        ("RMSE/scale", "right"),
+        ("max abs error", "right"),
+        ("scale", "right"),
+    ):
         table.add_column(col, justify=justify, overflow="fold")
     for layer in layers:
-        table.add_row(layer.op, layer.tensor, f"{layer.rmse_over_scale:.3f}", f"{layer.max_abs_error:.4g}", f"{layer.scale:.4g}")
+        table.add_row(
+            layer.op, layer.tensor, f"{layer.rmse_over_scale:.3f}", f"{layer.max_abs_error:.4g}", f"{layer.scale:.4g}"
+        )
     return table
 
 
@@ -98,7 +107,9 @@ def conversion_tables(report: ConversionReport) -> list[Any]:
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("float32 size", f"{report.float_size_bytes} B ({format_bytes(report.float_size_bytes)})")
-    table.add_row(f"{report.mode.value} size", f"{report.quantized_size_bytes} B ({format_bytes(report.quantized_size_bytes)})")
+    table.add_row(
+        f"{report.mode.value} size", f"{report.quantized_size_bytes} B ({format_bytes(report.quantized_size_bytes)})"
+    )
     table.add_row("size ratio (quantized / float)", f"{report.size_ratio:.3f}")
     table.add_row("calibration samples", str(report.calibration_samples))
     if report.engine:
@@ -140,9 +151,30 @@ def conversion_tables(report: ConversionReport) -> list[Any]:
 
 
 CSV_FIELDS = (
-    "device", "target", "status", "model", "size_bytes", "runtime", "runtime_version", "threads", "xnnpack",
-    "runs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "speedup", "speedup_ci_low",
-    "speedup_ci_high", "throttled", "parity_bit_exact", "verdict", "reason",
+    "device",
+    "target",
+    "status",
+    "model",
+    "size_bytes",
+    "runtime",
+    "runtime_version",
+    "threads",
+    "xnnpack",
+    "runs",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "std_ms",
+    "min_ms",
+    "max_ms",
+    "speedup",
+    "speedup_ci_low",
+    "speedup_ci_high",
+    "throttled",
+    "parity_bit_exact",
+    "verdict",
+    "reason",
 )
 
 
@@ -159,14 +191,26 @@ def bench_rows(report: Any) -> list[dict[str, Any]]:
             rows.append(
                 {
                     **base,
-                    "model": run.label, "size_bytes": run.size_bytes, "runtime": run.runtime,
-                    "runtime_version": run.runtime_version or "", "threads": run.threads, "xnnpack": run.xnnpack,
-                    "runs": lat.count, "p50_ms": f"{lat.p50_ms:.4f}", "p90_ms": f"{lat.p90_ms:.4f}",
-                    "p99_ms": f"{lat.p99_ms:.4f}", "mean_ms": f"{lat.mean_ms:.4f}", "std_ms": f"{lat.std_ms:.4f}",
-                    "min_ms": f"{lat.min_ms:.4f}", "max_ms": f"{lat.max_ms:.4f}",
-                    "speedup": f"{d.speedup.ratio:.4f}", "speedup_ci_low": f"{d.speedup.ci_low:.4f}",
-                    "speedup_ci_high": f"{d.speedup.ci_high:.4f}", "throttled": run.throttled,
-                    "parity_bit_exact": "" if d.parity is None else d.parity.bit_exact, "verdict": d.verdict,
+                    "model": run.label,
+                    "size_bytes": run.size_bytes,
+                    "runtime": run.runtime,
+                    "runtime_version": run.runtime_version or "",
+                    "threads": run.threads,
+                    "xnnpack": run.xnnpack,
+                    "runs": lat.count,
+                    "p50_ms": f"{lat.p50_ms:.4f}",
+                    "p90_ms": f"{lat.p90_ms:.4f}",
+                    "p99_ms": f"{lat.p99_ms:.4f}",
+                    "mean_ms": f"{lat.mean_ms:.4f}",
+                    "std_ms": f"{lat.std_ms:.4f}",
+                    "min_ms": f"{lat.min_ms:.4f}",
+                    "max_ms": f"{lat.max_ms:.4f}",
+                    "speedup": f"{d.speedup.ratio:.4f}",
+                    "speedup_ci_low": f"{d.speedup.ci_low:.4f}",
+                    "speedup_ci_high": f"{d.speedup.ci_high:.4f}",
+                    "throttled": run.throttled,
+                    "parity_bit_exact": "" if d.parity is None else d.parity.bit_exact,
+                    "verdict": d.verdict,
                 }
             )
     return rows
@@ -243,7 +287,9 @@ def bench_markdown(report: Any, figure: str | None = None) -> str:
     if recommended:
         lines += ["", "| device | model | fastest runtime | threads | p50 ms |", "| --- | --- | --- | --- | --- |"]
         for d, label, p in recommended:
-            lines.append(f"| {d.device} | {label} | {p.runtime} {p.runtime_version or ''} | {p.threads} | {_ms(p.p50_ms)} |")
+            lines.append(
+                f"| {d.device} | {label} | {p.runtime} {p.runtime_version or ''} | {p.threads} | {_ms(p.p50_ms)} |"
+            )
     if figure:
         lines += ["", f"![latency and speedup]({figure})"]
     return "\n".join(lines) + "\n"
@@ -258,7 +304,9 @@ def bench_figure(report: Any, target: Path | BinaryIO) -> None:
     import matplotlib.ticker
 
     measured = [d for d in report.devices if d.status == "ok"]
-    fig, (ax_lat, ax_speed) = plt.subplots(1, 2, figsize=(11, 1.6 + 0.9 * max(1, len(measured))), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax_lat, ax_speed) = plt.subplots(
+        1, 2, figsize=(11, 1.6 + 0.9 * max(1, len(measured))), gridspec_kw={"width_ratios": [3, 2]}
+    )
     data, labels, colors = [], [], []
     for d in measured:
         for run, color in ((d.float32, "#4c72b0"), (d.int8, "#dd8452")):
@@ -266,7 +314,14 @@ def bench_figure(report: Any, target: Path | BinaryIO) -> None:
             labels.append(f"{d.device} {run.label}")
             colors.append(color)
     if data:
-        boxes = ax_lat.boxplot(data, orientation="horizontal", showfliers=False, patch_artist=True, widths=0.6, medianprops={"color": "black", "linewidth": 1.5})
+        boxes = ax_lat.boxplot(
+            data,
+            orientation="horizontal",
+            showfliers=False,
+            patch_artist=True,
+            widths=0.6,
+            medianprops={"color": "black", "linewidth": 1.5},
+        )
         for patch, color in zip(boxes["boxes"], colors):
             patch.set_facecolor(color)
         ax_lat.set_yticks(range(1, len(labels) + 1), labels)
@@ -286,7 +341,10 @@ def bench_figure(report: Any, target: Path | BinaryIO) -> None:
     ax_speed.axvline(1.0, color="#c44e52", linestyle="--", linewidth=1)
     ax_speed.set_xscale("log")  # ratios: 2x faster and 2x slower lie equally far from 1
     if ratios:
-        low, high = min([d.speedup.ci_low for d in measured] + [1.0]), max([d.speedup.ci_high for d in measured] + [1.0])
+        low, high = (
+            min([d.speedup.ci_low for d in measured] + [1.0]),
+            max([d.speedup.ci_high for d in measured] + [1.0]),
+        )
         ax_speed.set_xlim(low / 1.5, high * 1.5)
         ax_speed.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}x"))
         ax_speed.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -316,8 +374,15 @@ def probe_table(rows: list[dict[str, Any]]) -> list[Any]:
     """One row per measured device from ``edgeq probe``; failed devices are listed below with their reason."""
     table = Table(title="edgeq probe: latency measured on each device", title_justify="left")
     for col, justify in (
-        ("device", "left"), ("runtime", "left"), ("threads", "right"), ("XNNPACK", "left"), ("runs", "right"),
-        ("p50 / p90 / p99 ms", "right"), ("mean ± std ms", "right"), ("load / first ms", "right"), ("peak MB", "right"),
+        ("device", "left"),
+        ("runtime", "left"),
+        ("threads", "right"),
+        ("XNNPACK", "left"),
+        ("runs", "right"),
+        ("p50 / p90 / p99 ms", "right"),
+        ("mean ± std ms", "right"),
+        ("load / first ms", "right"),
+        ("peak MB", "right"),
     ):
         table.add_column(col, justify=justify, overflow="fold")
     notes: list[Any] = []
@@ -329,14 +394,25 @@ def probe_table(rows: list[dict[str, Any]]) -> list[Any]:
             continue
         lat = r.latency
         table.add_row(
-            row["device"], f"{r.runtime} {r.runtime_version or ''}".strip(), str(r.threads), "yes" if r.xnnpack else "no",
-            str(lat.count), f"{_ms(lat.p50_ms)} / {_ms(lat.p90_ms)} / {_ms(lat.p99_ms)}", f"{_ms(lat.mean_ms)} ± {_ms(lat.std_ms)}",
-            f"{r.load_ms:.1f} / {r.first_inference_ms:.2f}", f"{r.peak_rss_mb:.0f}",
+            row["device"],
+            f"{r.runtime} {r.runtime_version or ''}".strip(),
+            str(r.threads),
+            "yes" if r.xnnpack else "no",
+            str(lat.count),
+            f"{_ms(lat.p50_ms)} / {_ms(lat.p90_ms)} / {_ms(lat.p99_ms)}",
+            f"{_ms(lat.mean_ms)} ± {_ms(lat.std_ms)}",
+            f"{r.load_ms:.1f} / {r.first_inference_ms:.2f}",
+            f"{r.peak_rss_mb:.0f}",
         )
         if r.throttled:
             notes.append(Text(f"{row['device']}: THROTTLED: {r.throttle_reason}", style="yellow"))
         if row.get("parity") is not None:
-            notes.append(Text(f"{row['device']}: parity: {_parity_words(row['parity'])}", style="green" if row["parity"].bit_exact else "yellow"))
+            notes.append(
+                Text(
+                    f"{row['device']}: parity: {_parity_words(row['parity'])}",
+                    style="green" if row["parity"].bit_exact else "yellow",
+                )
+            )
     return [table, *notes]
 
 
@@ -352,8 +428,13 @@ def bench_tables(report: Any) -> list[Any]:
     """The per-device comparison and the verdicts of ``edgeq bench``."""
     table = Table(title=f"edgeq bench: {report.model}", title_justify="left")
     for col, justify in (
-        ("device", "left"), ("runtime", "left"), ("threads", "right"), ("float32 p50 ms", "right"),
-        ("int8 p50 ms", "right"), ("speedup [95 % CI]", "right"), ("parity", "left"),
+        ("device", "left"),
+        ("runtime", "left"),
+        ("threads", "right"),
+        ("float32 p50 ms", "right"),
+        ("int8 p50 ms", "right"),
+        ("speedup [95 % CI]", "right"),
+        ("parity", "left"),
     ):
         table.add_column(col, justify=justify, overflow="fold")
     verdicts: list[Any] = []
@@ -364,8 +445,13 @@ def bench_tables(report: Any) -> list[Any]:
             continue
         runtime = f"{d.int8.runtime} {d.int8.runtime_version or ''}".strip() + (" +XNNPACK" if d.int8.xnnpack else "")
         table.add_row(
-            d.device, runtime, str(d.int8.threads), _ms(d.float32.latency.p50_ms), _ms(d.int8.latency.p50_ms),
-            _speedup_text(d), _parity_text(d),
+            d.device,
+            runtime,
+            str(d.int8.threads),
+            _ms(d.float32.latency.p50_ms),
+            _ms(d.int8.latency.p50_ms),
+            _speedup_text(d),
+            _parity_text(d),
         )
         style = "green" if d.speedup.ci_low > 1.0 else "yellow"
         line = f"{d.device}: {d.verdict}"
@@ -373,7 +459,11 @@ def bench_tables(report: Any) -> list[Any]:
             line += f" (THROTTLED: {(d.float32.throttle_reason or d.int8.throttle_reason)})"
         verdicts.append(Text(line, style=style))
         for label, point in d.recommended.items():
-            verdicts.append(Text(f"  fastest for {label}: {point.runtime} {point.runtime_version or ''} with {point.threads} thread(s), p50 {_ms(point.p50_ms)} ms"))
+            verdicts.append(
+                Text(
+                    f"  fastest for {label}: {point.runtime} {point.runtime_version or ''} with {point.threads} thread(s), p50 {_ms(point.p50_ms)} ms"
+                )
+            )
     sizes = Text(
         f"sizes: float32 {report.float_size_bytes} B, int8 {report.int8_size_bytes} B "
         f"({report.int8_size_bytes / report.float_size_bytes:.3f} of float)"
@@ -381,10 +471,18 @@ def bench_tables(report: Any) -> list[Any]:
     parts: list[Any] = [table, sizes, *verdicts]
     acc = (report.conversion or {}).get("accuracy")
     if acc:
-        parts.append(Text(f"accuracy: float {acc['float_accuracy'] * 100:.2f} %, int8 {acc['quantized_accuracy'] * 100:.2f} % (drop {acc['drop_points']:.2f} points)"))
+        parts.append(
+            Text(
+                f"accuracy: float {acc['float_accuracy'] * 100:.2f} %, int8 {acc['quantized_accuracy'] * 100:.2f} % (drop {acc['drop_points']:.2f} points)"
+            )
+        )
     fleet = report.fleet
     if fleet.devices > 1 and fleet.measured:
-        parts.append(Text(f"fleet: speedup min {fleet.speedup_min:.2f}x, median {fleet.speedup_median:.2f}x, max {fleet.speedup_max:.2f}x over {fleet.measured} devices"))
+        parts.append(
+            Text(
+                f"fleet: speedup min {fleet.speedup_min:.2f}x, median {fleet.speedup_median:.2f}x, max {fleet.speedup_max:.2f}x over {fleet.measured} devices"
+            )
+        )
         if fleet.outliers:
             parts.append(Text(f"outlier devices: {', '.join(fleet.outliers)}", style="yellow"))
     return parts
@@ -408,7 +506,10 @@ def _latency_cell(report: Any, candidate: str) -> str:
     for d in report.devices:
         for lat in d.latencies:
             if lat.candidate == candidate:
-                cells.append(f"{_ms(lat.p50_ms)} [{_ms(lat.ci_low_ms)}, {_ms(lat.ci_high_ms)}]" + (f" {d.device}" if len(report.devices) > 1 else ""))
+                cells.append(
+                    f"{_ms(lat.p50_ms)} [{_ms(lat.ci_low_ms)}, {_ms(lat.ci_high_ms)}]"
+                    + (f" {d.device}" if len(report.devices) > 1 else "")
+                )
     return "; ".join(cells) or ("not measured" if not report.latency_measured else "-")
 
 
@@ -441,14 +542,32 @@ def tune_rows(report: Any) -> list[dict[str, Any]]:
 
 def tune_tables(report: Any) -> list[Any]:
     table = Table(title=f"edgeq tune: {report.model} (budget: {report.budget})", title_justify="left")
-    for col, justify in (("candidate", "left"), ("how", "left"), ("size", "right"), ("search split", "right"), ("p50 ms [95 % CI]", "right"), ("verdict", "left")):
+    for col, justify in (
+        ("candidate", "left"),
+        ("how", "left"),
+        ("size", "right"),
+        ("search split", "right"),
+        ("p50 ms [95 % CI]", "right"),
+        ("verdict", "left"),
+    ):
         table.add_column(col, justify=justify, overflow="fold")
     for row in tune_rows(report):
         style = "bold green" if row["verdict"] == "CHOSEN" else ("dim" if row["verdict"].startswith("refused") else "")
-        table.add_row(row["candidate"], row["step"], format_bytes(row["size_bytes"]), row["search_score"], row["latency_p50_ms"], Text(row["verdict"], style=style))
+        table.add_row(
+            row["candidate"],
+            row["step"],
+            format_bytes(row["size_bytes"]),
+            row["search_score"],
+            row["latency_p50_ms"],
+            Text(row["verdict"], style=style),
+        )
     parts: list[Any] = [table]
     s = report.samples
-    parts.append(Text(f"data: {s['calibration']} calibrate, {s['search']} guide the search, {s['report']} give the figures below (seen by neither)"))
+    parts.append(
+        Text(
+            f"data: {s['calibration']} calibrate, {s['search']} guide the search, {s['report']} give the figures below (seen by neither)"
+        )
+    )
     for name, score in report.report_split.items():
         parts.append(Text(f"report split, {name}: {_score_text(score, report.budget_kind)}"))
     for d in report.devices:
@@ -456,13 +575,26 @@ def tune_tables(report: Any) -> list[Any]:
             parts.append(Text(f"{d.device}: {d.status}: {d.reason}", style="red"))
         elif d.chosen:
             lat = next(x for x in d.latencies if x.candidate == d.chosen)
-            energy = f", ~{lat.energy_mj:.3g} mJ per inference (ESTIMATE: p50 x {d.power_w:g} W typical power)" if lat.energy_mj is not None else ""
-            parts.append(Text(f"{d.device}: fastest within budget: {d.chosen} ({_ms(lat.p50_ms)} ms p50 on {lat.runtime} {lat.runtime_version or ''}){energy}"))
+            energy = (
+                f", ~{lat.energy_mj:.3g} mJ per inference (ESTIMATE: p50 x {d.power_w:g} W typical power)"
+                if lat.energy_mj is not None
+                else ""
+            )
+            parts.append(
+                Text(
+                    f"{d.device}: fastest within budget: {d.chosen} ({_ms(lat.p50_ms)} ms p50 on {lat.runtime} {lat.runtime_version or ''}){energy}"
+                )
+            )
     for note in report.notes:
         parts.append(Text(f"note: {note}", style="yellow"))
     if report.chosen:
         if "path" in report.chosen:
-            parts.append(Text(f"chosen: {report.chosen['candidate']} -> {report.chosen['path']} (recipe {report.chosen['recipe']})", style="bold"))
+            parts.append(
+                Text(
+                    f"chosen: {report.chosen['candidate']} -> {report.chosen['path']} (recipe {report.chosen['recipe']})",
+                    style="bold",
+                )
+            )
         for device, files in report.chosen.get("per_device", {}).items():
             if "path" not in report.chosen:
                 parts.append(Text(f"chosen for {device}: {files['candidate']} -> {files['path']}", style="bold"))
@@ -472,12 +604,25 @@ def tune_tables(report: Any) -> list[Any]:
 
 
 def tune_markdown(report: Any, figure: str | None = None) -> str:
-    lines = [f"# edgeq tune: {report.model}", "", f"Budget: {report.budget}. Candidates evaluated: {report.evaluations}.", ""]
+    lines = [
+        f"# edgeq tune: {report.model}",
+        "",
+        f"Budget: {report.budget}. Candidates evaluated: {report.evaluations}.",
+        "",
+    ]
     s = report.samples
-    lines.append(f"Data: {s['calibration']} samples calibrate, {s['search']} guide the search, {s['report']} (seen by neither) give the reported figures.")
-    lines += ["", "| candidate | how | precision | size | search split | p50 ms [95 % CI] | verdict |", "|---|---|---|---:|---:|---:|---|"]
+    lines.append(
+        f"Data: {s['calibration']} samples calibrate, {s['search']} guide the search, {s['report']} (seen by neither) give the reported figures."
+    )
+    lines += [
+        "",
+        "| candidate | how | precision | size | search split | p50 ms [95 % CI] | verdict |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
     for row in tune_rows(report):
-        lines.append(f"| {row['candidate']} | {row['step']} | {row['precision']} | {row['size_bytes']} | {row['search_score']} | {row['latency_p50_ms']} | {row['verdict']} |")
+        lines.append(
+            f"| {row['candidate']} | {row['step']} | {row['precision']} | {row['size_bytes']} | {row['search_score']} | {row['latency_p50_ms']} | {row['verdict']} |"
+        )
     lines += ["", "## On the report split", ""]
     for name, score in report.report_split.items():
         lines.append(f"- {name}: {_score_text(score, report.budget_kind)}")
@@ -490,7 +635,9 @@ def tune_markdown(report: Any, figure: str | None = None) -> str:
             lines.append(f"- {d.device}: chosen {d.chosen or 'nothing'}")
             for lat in d.latencies:
                 energy = f", ~{lat.energy_mj:.3g} mJ/inference (estimate)" if lat.energy_mj is not None else ""
-                lines.append(f"  - {lat.candidate}: p50 {_ms(lat.p50_ms)} ms [{_ms(lat.ci_low_ms)}, {_ms(lat.ci_high_ms)}] on {lat.runtime} {lat.runtime_version or ''}, {lat.threads} thread(s){energy}")
+                lines.append(
+                    f"  - {lat.candidate}: p50 {_ms(lat.p50_ms)} ms [{_ms(lat.ci_low_ms)}, {_ms(lat.ci_high_ms)}] on {lat.runtime} {lat.runtime_version or ''}, {lat.threads} thread(s){energy}"
+                )
     if report.ranking:
         lines += ["", "## Layers by int8 error (RMSE / scale, worst first)", ""]
         for e in report.ranking[:10]:
@@ -529,18 +676,26 @@ def tune_figure(report: Any, target: Path | BinaryIO) -> None:
         names.append(c.name)
     chosen = set()
     if report.chosen:
-        chosen = {report.chosen.get("candidate")} | {v["candidate"] for v in report.chosen.get("per_device", {}).values()}
+        chosen = {report.chosen.get("candidate")} | {
+            v["candidate"] for v in report.chosen.get("per_device", {}).values()
+        }
     for x, y, name in zip(xs, ys, names):
         ax.scatter([x], [y], color="#2ca02c" if name in chosen else "#4c72b0", s=60 if name in chosen else 30, zorder=3)
         ax.annotate(name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
     limit = {"accuracy": "max_drop", "agreement": "min_agreement", "sqnr": "min_sqnr"}[kind]
-    budget_value = float(report.budget.split()[-2]) if report.budget.split()[-2].replace(".", "", 1).lstrip("-").isdigit() else None
+    budget_value = (
+        float(report.budget.split()[-2])
+        if report.budget.split()[-2].replace(".", "", 1).lstrip("-").isdigit()
+        else None
+    )
     if budget_value is not None:
         line = budget_value if kind in ("accuracy", "sqnr") else 100.0 - budget_value
         ax.axhline(line, color="#c44e52", linestyle="--", linewidth=1, label=f"budget ({limit})")
         ax.legend(loc="best")
     ax.set_xlabel("p50 latency (ms), first device" if use_latency else "size (KiB); latency not measured")
-    ax.set_ylabel({"accuracy": "accuracy drop (points)", "agreement": "100 - top-1 agreement (%)", "sqnr": "SQNR (dB)"}[kind])
+    ax.set_ylabel(
+        {"accuracy": "accuracy drop (points)", "agreement": "100 - top-1 agreement (%)", "sqnr": "SQNR (dB)"}[kind]
+    )
     ax.set_title(f"edgeq tune: {Path(report.model).name}")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Speedup", "speedup", "verdict", "outliers", "median_interval"]
+__all__ = ["Speedup", "median_interval", "outliers", "speedup", "verdict"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,9 @@ def speedup(
     )
 
 
-def median_interval(latencies_ms: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def median_interval(
+    latencies_ms: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """(p50, low, high): the median with a percentile-bootstrap interval."""
     a = np.asarray(latencies_ms, dtype=np.float64)
     if a.size == 0:

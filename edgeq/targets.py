@@ -24,10 +24,10 @@ import os
 import platform
 import re
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
-
 import tomllib
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConversionError, InternalError, TargetFileError
 from .types import IOType, QuantMode, to_jsonable
@@ -36,27 +36,27 @@ if TYPE_CHECKING:
     from .convert import ConvertOptions
 
 __all__ = [
-    "SCHEMA_VERSION",
-    "RUNTIMES",
-    "DELEGATES",
-    "TRANSPORTS",
     "ARCHES",
-    "CPU_FEATURES",
     "CPU",
-    "Quantization",
+    "CPU_FEATURES",
+    "DELEGATES",
+    "RUNTIMES",
+    "SCHEMA_VERSION",
+    "TRANSPORTS",
     "Deploy",
-    "Target",
+    "Quantization",
     "SearchDir",
+    "Target",
     "TargetSearchPath",
-    "load_target",
-    "list_targets",
     "apply_target",
     "bundled_targets_dir",
-    "user_targets_dir",
-    "is_target_path",
-    "machine_arch",
     "cpu_facts_from_cpuinfo",
+    "is_target_path",
+    "list_targets",
+    "load_target",
+    "machine_arch",
     "normalize_cpu_features",
+    "user_targets_dir",
 ]
 
 SCHEMA_VERSION = 1
@@ -76,9 +76,24 @@ CPU_FEATURES: Mapping[str, tuple[str, ...]] = {
     "armv7l": _ARM32_FEATURES,
     "armv6l": _ARM32_FEATURES,
     "x86_64": (
-        "sse2", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c",
-        "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
-        "amx_tile", "amx_int8", "amx_bf16",
+        "sse2",
+        "ssse3",
+        "sse4_1",
+        "sse4_2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_tile",
+        "amx_int8",
+        "amx_bf16",
     ),
 }
 # Common names that are not cpuinfo's: point at the right spelling.
@@ -91,7 +106,14 @@ _FEATURE_ALIASES = {
     "fp16": "asimdhp (and fphp for scalar fp16)",
     "vnni": "avx512_vnni or avx_vnni",
 }
-_ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64", "armhf": "armv7l", "armv7": "armv7l", "armv8": "aarch64"}
+_ARCH_ALIASES = {
+    "arm64": "aarch64",
+    "amd64": "x86_64",
+    "x64": "x86_64",
+    "armhf": "armv7l",
+    "armv7": "armv7l",
+    "armv8": "aarch64",
+}
 
 AUTO = "auto"  # resolved from the machine edgeq runs on; only for transport = "local"
 UNKNOWN = "unknown"  # a fact the file cannot state (generic targets)
@@ -219,7 +241,9 @@ _SCHEMA: dict[str, _Field] = {
     "cpu.isa": _Field("str", required=False),
     "cpu.cores": _Field("int", minimum=1, maximum=4096, special=(AUTO, UNKNOWN)),
     "cpu.max_clock_mhz": _Field("int", minimum=1, maximum=100_000, special=(AUTO, UNKNOWN)),
-    "cpu.features": _Field("list", special=(AUTO,), what="feature"),  # vocabulary depends on arch: checked after merging
+    "cpu.features": _Field(
+        "list", special=(AUTO,), what="feature"
+    ),  # vocabulary depends on arch: checked after merging
     "quantization": _Field("table"),
     "quantization.modes": _Field("list", choices=_QUANT_MODES, non_empty=True, what="mode"),
     "quantization.io_types": _Field("list", choices=_IO_TYPES, non_empty=True, what="I/O type"),
@@ -270,7 +294,9 @@ def bundled_targets_dir() -> Path:
     checkout = here.parent / "targets"  # source checkout or editable install
     if checkout.is_dir() and (here.parent / "pyproject.toml").is_file():
         return checkout
-    raise InternalError(f"edgeq's bundled targets are missing (looked in {installed} and {checkout}): a broken installation")
+    raise InternalError(
+        f"edgeq's bundled targets are missing (looked in {installed} and {checkout}): a broken installation"
+    )
 
 
 def user_targets_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -564,16 +590,22 @@ def _check_value(key: str, spec: _Field, value: Any) -> tuple[str, str | None] |
         return None
     if spec.kind == "versions":
         if not isinstance(value, dict):
-            return f"{key}: expected a table of {spec.what} = \"version\" ([{key}]), got {_type_name(value)} {_shown(value)}", None
+            return (
+                f'{key}: expected a table of {spec.what} = "version" ([{key}]), got {_type_name(value)} {_shown(value)}',
+                None,
+            )
         for name, version in value.items():
             if name not in spec.choices:
                 return _bad_choice(key, spec, name)
             if not isinstance(version, str):
-                return f"{key}.{name}: expected a version string such as \"2.14.0\", got {_type_name(version)} {_shown(version)}", None
+                return (
+                    f'{key}.{name}: expected a version string such as "2.14.0", got {_type_name(version)} {_shown(version)}',
+                    None,
+                )
             if not _VERSION_RE.match(version):
                 return (
                     f"{key}.{name}: {version!r} is not a version",
-                    "write digits separated by dots, such as \"2.14.0\" (a suffix like .post1 is left out)",
+                    'write digits separated by dots, such as "2.14.0" (a suffix like .post1 is left out)',
                 )
         return None
     if spec.kind == "bool":
@@ -746,7 +778,9 @@ def _check_merged(path: Path, merged: _Merged) -> None:
 
     cores, threads = get("cpu.cores"), get("default_threads")
     if isinstance(cores, int) and isinstance(threads, int) and threads > cores:
-        problems.add(f"default_threads = {threads}{where('default_threads')} is more than cpu.cores = {cores}{where('cpu.cores')}")
+        problems.add(
+            f"default_threads = {threads}{where('default_threads')} is more than cpu.cores = {cores}{where('cpu.cores')}"
+        )
 
     modes, io_types = get("quantization.modes"), get("quantization.io_types")
     if isinstance(modes, list) and isinstance(io_types, list):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,23 +27,30 @@ from .types import Fidelity, QuantMode, TensorSpec
 
 __all__ = [
     "Budget",
-    "TuneOptions",
-    "Score",
-    "Candidate",
-    "TuneData",
-    "Prepared",
-    "SearchResult",
     "BudgetNotMet",
-    "prepare",
-    "search",
+    "Candidate",
+    "Prepared",
+    "Score",
+    "SearchResult",
+    "TuneData",
+    "TuneOptions",
     "layer_ranking",
     "pareto_front",
+    "prepare",
+    "search",
 ]
 
 Say = Callable[[str], None]
 
 # the plain variants tried besides int8 with layers kept in higher precision
-BASE_MODES = (QuantMode.INT8, QuantMode.W4A8, QuantMode.INT16X8, QuantMode.INT4_WEIGHT, QuantMode.DYNAMIC, QuantMode.FLOAT16)
+BASE_MODES = (
+    QuantMode.INT8,
+    QuantMode.W4A8,
+    QuantMode.INT16X8,
+    QuantMode.INT4_WEIGHT,
+    QuantMode.DYNAMIC,
+    QuantMode.FLOAT16,
+)
 
 
 class BudgetNotMet(EdgeqError):
@@ -64,9 +72,13 @@ class Budget:
         if len(given) != 1:
             raise ConversionError("give exactly one budget: --max-drop (with --eval), --min-agreement or --min-sqnr")
         if self.max_drop_points is not None and not (0.0 <= self.max_drop_points <= 100.0):
-            raise ConversionError(f"--max-drop {self.max_drop_points}: a drop in accuracy points must be between 0 and 100")
+            raise ConversionError(
+                f"--max-drop {self.max_drop_points}: a drop in accuracy points must be between 0 and 100"
+            )
         if self.min_agreement_pct is not None and not (0.0 < self.min_agreement_pct <= 100.0):
-            raise ConversionError(f"--min-agreement {self.min_agreement_pct}: a percentage must be above 0 and at most 100")
+            raise ConversionError(
+                f"--min-agreement {self.min_agreement_pct}: a percentage must be above 0 and at most 100"
+            )
         if self.min_sqnr_db is not None and not (-20.0 <= self.min_sqnr_db <= 200.0):
             raise ConversionError(f"--min-sqnr {self.min_sqnr_db}: an SQNR floor must be between -20 and 200 dB")
 
@@ -219,7 +231,9 @@ def split_data(
         inputs, labels = load_labelled(eval_data, specs)
         n = len(labels)
         if n < 4:
-            raise CalibrationDataError(f"{eval_data}: {n} labelled samples; tune needs at least 4 (half guide the search, half give the figures)")
+            raise CalibrationDataError(
+                f"{eval_data}: {n} labelled samples; tune needs at least 4 (half guide the search, half give the figures)"
+            )
         order = rng.permutation(n)
         search_idx, report_idx = np.sort(order[: n // 2]), np.sort(order[n // 2 :])
         return TuneData(
@@ -251,7 +265,12 @@ def split_data(
     )
 
 
-def score_outputs(float_out: Mapping[str, np.ndarray], quant_out: Mapping[str, np.ndarray], labels: np.ndarray | None, head: str | None) -> Score:
+def score_outputs(
+    float_out: Mapping[str, np.ndarray],
+    quant_out: Mapping[str, np.ndarray],
+    labels: np.ndarray | None,
+    head: str | None,
+) -> Score:
     fidelity = compare_outputs(float_out, quant_out)
     n = fidelity.samples
     agreement = None
@@ -291,7 +310,15 @@ def prepare(graph: FloatGraph, data: TuneData, options: TuneOptions, model: str,
             hint="use --min-sqnr DB for other models",
         )
     float_score = score_outputs(float_out, float_out, data.search_labels, head)
-    return Prepared(graph=graph, statistics=statistics, data=data, options=options, float_search=float_out, float_search_score=float_score, model=model)
+    return Prepared(
+        graph=graph,
+        statistics=statistics,
+        data=data,
+        options=options,
+        float_search=float_out,
+        float_search_score=float_score,
+        model=model,
+    )
 
 
 # --------------------------------------------------------------------------- per-layer error
@@ -332,7 +359,10 @@ class _AllTensors:
                 continue
             scales = t["quantization_parameters"]["scales"]
             if np.issubdtype(np.dtype(t["dtype"]), np.integer) and len(scales) == 1:
-                values[t["name"]] = (dequantize(v, float(scales[0]), int(t["quantization_parameters"]["zero_points"][0])), float(scales[0]))
+                values[t["name"]] = (
+                    dequantize(v, float(scales[0]), int(t["quantization_parameters"]["zero_points"][0])),
+                    float(scales[0]),
+                )
             elif np.issubdtype(np.dtype(t["dtype"]), np.floating):
                 values[t["name"]] = (np.asarray(v, dtype=np.float32), None)
         return values
@@ -359,7 +389,7 @@ def layer_ranking(prep: Prepared, int8_model: bytes) -> tuple[LayerError, ...]:
         for i in range(n):
             ref = float_interp.run(data, i)
             got = int8_interp.run(data, i)
-            for name, layer in by_output.items():
+            for name in by_output:
                 if name not in ref or name not in got:
                     continue
                 value, scale = got[name]
@@ -398,11 +428,20 @@ class _Builder:
         self.seen: dict[tuple[Any, ...], Candidate] = {}
         self.models: dict[str, bytes] = {}
 
-    def build(self, name: str, mode: QuantMode, kept: Sequence[Layer] = (), precision: Precision | None = None, step: str = "base") -> Candidate:
+    def build(
+        self,
+        name: str,
+        mode: QuantMode,
+        kept: Sequence[Layer] = (),
+        precision: Precision | None = None,
+        step: str = "base",
+    ) -> Candidate:
         key = (mode, tuple(sorted(layer.index for layer in kept)), precision)
         if key in self.seen:
             return self.seen[key]
-        overrides = tuple(Override(precision=precision, layer=layer.exact_pattern) for layer in kept) if precision else ()
+        overrides = (
+            tuple(Override(precision=precision, layer=layer.exact_pattern) for layer in kept) if precision else ()
+        )
         self.say(f"candidate {len(self.candidates) + 1}: {name}")
         budget = self.prep.options.budget
         error = None
@@ -454,7 +493,9 @@ def _kept_name(mode: QuantMode, layers: Sequence[Layer], precision: Precision) -
     return f"{mode.value} + {len(layers)} layers {precision.value} ({', '.join(f'#{layer.index}' for layer in sorted(layers, key=lambda x: x.index))})"
 
 
-def search(prep: Prepared, say: Say | None = None, accept: Callable[[bytes], str | None] | None = None) -> tuple[SearchResult, dict[str, bytes]]:
+def search(
+    prep: Prepared, say: Say | None = None, accept: Callable[[bytes], str | None] | None = None
+) -> tuple[SearchResult, dict[str, bytes]]:
     """Build every candidate, find the fewest layers to keep that meet the budget, return all with their bytes."""
     say = say or (lambda _m: None)
     options = prep.options
@@ -478,7 +519,11 @@ def search(prep: Prepared, say: Say | None = None, accept: Callable[[bytes], str
     elif quantized_within:
         notes.append("full integer quantization already meets the budget: no layer needs to stay in higher precision")
     within = [c for c in builder.candidates if c.meets_budget]
-    best = min(within, key=lambda c: (c.size_bytes, c.score.loss(budget.kind) if c.score else math.inf)) if within else None
+    best = (
+        min(within, key=lambda c: (c.size_bytes, c.score.loss(budget.kind) if c.score else math.inf))
+        if within
+        else None
+    )
     result = SearchResult(
         candidates=tuple(builder.candidates),
         ranking=ranking,
@@ -503,7 +548,9 @@ def _check_something_quantized(int8_model: bytes) -> None:
         )
 
 
-def _mixed_search(prep: Prepared, builder: _Builder, ranking: Sequence[LayerError], limit: int, notes: list[str], say: Say) -> None:
+def _mixed_search(
+    prep: Prepared, builder: _Builder, ranking: Sequence[LayerError], limit: int, notes: list[str], say: Say
+) -> None:
     """int8 with the smallest set of layers kept in float (then int16) that meets the budget.
 
     1. grow k over the ranking (1, 2, 3, 4, 6, 8, ...) until int8 with the top-k layers in float meets the budget;
@@ -530,7 +577,9 @@ def _mixed_search(prep: Prepared, builder: _Builder, ranking: Sequence[LayerErro
             break
         k = k + 1 if k < 4 else int(k * 1.5)
     if found is None and ranked and room():
-        notes.append("the ranking's top layers did not recover the accuracy: the search widened to blocks, op types and bisection")
+        notes.append(
+            "the ranking's top layers did not recover the accuracy: the search widened to blocks, op types and bisection"
+        )
         found = _widen(prep, builder, ranked, meets, room)
     if found is None:
         notes.append("no set of layers kept in float met the budget within the search's limit")
@@ -548,7 +597,9 @@ def _mixed_search(prep: Prepared, builder: _Builder, ranking: Sequence[LayerErro
         meets(found, "int16 instead of float", Precision.INT16)
 
 
-def _widen(prep: Prepared, builder: _Builder, ranked: Sequence[Layer], meets: Callable[..., bool], room: Callable[[], bool]) -> list[Layer] | None:
+def _widen(
+    prep: Prepared, builder: _Builder, ranked: Sequence[Layer], meets: Callable[..., bool], room: Callable[[], bool]
+) -> list[Layer] | None:
     layers = list(prep.graph.layers)
     producers = {t: layer for layer in layers for t in layer.outputs}
     consumers: dict[int, list[Layer]] = {}
@@ -681,7 +732,14 @@ def probe_candidates(
         )
     eligible = [lat for lat in latencies if lat.candidate in within]
     chosen = min(eligible, key=lambda lat: lat.p50_ms).candidate if eligible else None
-    return DeviceChoice(device=name, target=getattr(target, "name", None), status="ok", latencies=tuple(latencies), chosen=chosen, power_w=power)
+    return DeviceChoice(
+        device=name,
+        target=getattr(target, "name", None),
+        status="ok",
+        latencies=tuple(latencies),
+        chosen=chosen,
+        power_w=power,
+    )
 
 
 # --------------------------------------------------------------------------- the whole run
@@ -754,7 +812,15 @@ def _acceptor(targets: Sequence[Any]) -> Callable[[bytes], str | None] | None:
     return accept
 
 
-def _conversion_report(prep: Prepared, name: str, candidate: Candidate, model: bytes, out_path: Any, versions: Mapping[str, str], target: str | None) -> Any:
+def _conversion_report(
+    prep: Prepared,
+    name: str,
+    candidate: Candidate,
+    model: bytes,
+    out_path: Any,
+    versions: Mapping[str, str],
+    target: str | None,
+) -> Any:
     """The chosen model's report, with fidelity and accuracy on the REPORT split."""
     from . import __version__
     from .metrics import accuracy
@@ -784,7 +850,9 @@ def _conversion_report(prep: Prepared, name: str, candidate: Candidate, model: b
         summary=dataclasses.replace(summary, path=str(out_path)),
         fidelity=fidelity,
         accuracy=acc,
-        warnings=(f"chosen by edgeq tune as {name}; figures on the report split (never seen by the calibrator or the search)",),
+        warnings=(
+            f"chosen by edgeq tune as {name}; figures on the report split (never seen by the calibrator or the search)",
+        ),
         edgeq_version=__version__,
         converter_version=", ".join(f"{k} {v}" for k, v in versions.items() if k != "edgeq"),
         engine="litert-quantizer",
@@ -842,14 +910,20 @@ def run_tune(
     if not isinstance(source, FloatGraph):
         say("converting to a float32 .tflite (the one conversion)")
         log: list[str] = []
-        graph = FloatGraph(run_converter(converter_for(source, QuantMode.FLOAT32, IOType.FLOAT32, None, True), log), source=str(model))
+        graph = FloatGraph(
+            run_converter(converter_for(source, QuantMode.FLOAT32, IOType.FLOAT32, None, True), log), source=str(model)
+        )
         data = dataclasses.replace(
             data,
             calibration=_by_signature(data.calibration, graph),
             search=_by_signature(data.search, graph),
             report=_by_signature(data.report, graph),
         )
-    targets = [t for t in ([target] + [device_targets(getattr(d, "target", None)) if device_targets else None for d in devices]) if t is not None]
+    targets = [
+        t
+        for t in ([target] + [device_targets(getattr(d, "target", None)) if device_targets else None for d in devices])
+        if t is not None
+    ]
     targets = list({t.name: t for t in targets}.values())
     prep = prepare(graph, data, options, str(model), say)
     result, models = search(prep, say, _acceptor(targets))
@@ -857,7 +931,9 @@ def run_tune(
         reasons = "; ".join(dict.fromkeys(c.error or "" for c in result.candidates))
         raise ConversionError(f"no candidate can run on {', '.join(t.name for t in targets)}: {reasons}")
     if not any(c.ran for c in result.candidates):
-        raise ConversionError("no candidate could be made and run: " + "; ".join(dict.fromkeys(c.error or "" for c in result.candidates)))
+        raise ConversionError(
+            "no candidate could be made and run: " + "; ".join(dict.fromkeys(c.error or "" for c in result.candidates))
+        )
     kind = options.budget.kind
     front = pareto_front(result.candidates, kind)
     within = [c for c in result.candidates if c.meets_budget]
@@ -882,15 +958,26 @@ def run_tune(
 
         def operation(conn: Any, device: Any, _progress: Any) -> Any:
             dev_target = device_targets(getattr(device, "target", None)) if device_targets else None
-            choice = probe_candidates(conn, device, files, probe_options, target=dev_target, rounds=rounds, within=names_within, say=say)
+            choice = probe_candidates(
+                conn, device, files, probe_options, target=dev_target, rounds=rounds, within=names_within, say=say
+            )
             return device_result(device, "tune", stem, DeviceStatus.OK, data=choice)
 
-        fleet = run_fleet(devices, operation, connect=connect, action="tune", model=stem, options=fleet_options, events=events)
+        fleet = run_fleet(
+            devices, operation, connect=connect, action="tune", model=stem, options=fleet_options, events=events
+        )
         for device, outcome in zip(devices, fleet.results):
             if outcome.status.succeeded:
                 choices.append(outcome.data)
             else:
-                choices.append(DeviceChoice(device=device.name, target=getattr(device, "target", None), status="unreachable" if outcome.status.value == "unreachable" else "failed", reason=outcome.reason))
+                choices.append(
+                    DeviceChoice(
+                        device=device.name,
+                        target=getattr(device, "target", None),
+                        status="unreachable" if outcome.status.value == "unreachable" else "failed",
+                        reason=outcome.reason,
+                    )
+                )
         for path in staging.iterdir():
             path.unlink()
         staging.rmdir()
@@ -910,9 +997,15 @@ def run_tune(
     if not devices:
         notes.append("latency was not measured (no device): the SMALLEST candidate within the budget was chosen")
     if len(set(chosen_names.values())) > 1:
-        notes.append("the devices chose different candidates: " + ", ".join(f"{d}: {c}" for d, c in chosen_names.items()))
+        notes.append(
+            "the devices chose different candidates: " + ", ".join(f"{d}: {c}" for d, c in chosen_names.items())
+        )
 
-    reported = report_scores(prep, models, [*chosen_names.values(), *(["int8"] if "int8" in models else []), *([best_found] if best_found else [])])
+    reported = report_scores(
+        prep,
+        models,
+        [*chosen_names.values(), *(["int8"] if "int8" in models else []), *([best_found] if best_found else [])],
+    )
     versions = tool_versions(Engine.LITERT_QUANTIZER, tensorflow=tensorflow)
     written: dict[str, Any] = {}
     chosen: dict[str, Any] | None = None
@@ -940,8 +1033,18 @@ def run_tune(
                 ),
                 versions=versions,
             )
-            write_outputs(path, models[name], _conversion_report(prep, name, candidate, models[name], path, versions, target_name), recipe)
-            files_by_candidate[name] = {"candidate": name, "path": str(path), "recipe": str(path.with_suffix(".recipe.json")), "report": str(path.with_suffix(".json"))}
+            write_outputs(
+                path,
+                models[name],
+                _conversion_report(prep, name, candidate, models[name], path, versions, target_name),
+                recipe,
+            )
+            files_by_candidate[name] = {
+                "candidate": name,
+                "path": str(path),
+                "recipe": str(path.with_suffix(".recipe.json")),
+                "report": str(path.with_suffix(".json")),
+            }
             written[name] = path
         if devices:
             per_device = {device: files_by_candidate[name] for device, name in chosen_names.items()}

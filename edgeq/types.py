@@ -8,15 +8,15 @@ import math
 from typing import Any
 
 __all__ = [
-    "QuantMode",
-    "IOType",
-    "TensorSpec",
-    "TensorInfo",
-    "ModelSummary",
-    "OutputFidelity",
-    "Fidelity",
     "Accuracy",
     "ConversionReport",
+    "Fidelity",
+    "IOType",
+    "ModelSummary",
+    "OutputFidelity",
+    "QuantMode",
+    "TensorInfo",
+    "TensorSpec",
     "to_jsonable",
 ]
 

@@ -46,11 +46,22 @@ def prepare(work: Path) -> tuple[Path, Path, Path]:
         from PIL import Image
 
         x = np.load(ROOT / "calibration_data/digits/calib.npz")["x"][:250, :, :, 0]
-        up = np.stack([np.asarray(Image.fromarray((d * 255).astype(np.uint8)).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)) for d in x])
+        up = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray((d * 255).astype(np.uint8))
+                    .convert("RGB")
+                    .resize((224, 224), Image.Resampling.BILINEAR)
+                )
+                for d in x
+            ]
+        )
         np.save(calib, (up.astype(np.float32) / 255.0))
     example = ROOT / "build/example/digits.keras"
     if not example.exists():
-        subprocess.run([PY, str(ROOT / "scripts/build_example.py"), str(example)], check=True, env=ENV, capture_output=True)
+        subprocess.run(
+            [PY, str(ROOT / "scripts/build_example.py"), str(example)], check=True, env=ENV, capture_output=True
+        )
     return mnv2, calib, example
 
 
@@ -83,8 +94,19 @@ def main() -> None:
             print(f"round {r + 1}: {name:5s} {t:6.1f} s", flush=True)
     report = json.loads(edgeq_out.with_suffix(".json").read_text())
     ex_out = args.work / "digits_int8.tflite"
-    timed([*EDGEQ, "convert", str(example), "--calib", str(ROOT / "calibration_data/digits/calib.npz"),
-           "--eval", str(ROOT / "calibration_data/digits/eval.npz"), "-o", str(ex_out)])
+    timed(
+        [
+            *EDGEQ,
+            "convert",
+            str(example),
+            "--calib",
+            str(ROOT / "calibration_data/digits/calib.npz"),
+            "--eval",
+            str(ROOT / "calibration_data/digits/eval.npz"),
+            "-o",
+            str(ex_out),
+        ]
+    )
     ex = json.loads(ex_out.with_suffix(".json").read_text())
 
     time_ratio = statistics.median(edgeq_t) / statistics.median(plain_t)
@@ -93,16 +115,27 @@ def main() -> None:
         ("wall time edgeq / plain (MobileNetV2, median)", f"{time_ratio:.3f}", "<= 1.10", time_ratio <= 1.10),
         ("int8 size edgeq / plain (MobileNetV2)", f"{size_ratio:.4f}", "within 1 %", abs(size_ratio - 1) <= 0.01),
         ("int8 / float size (MobileNetV2)", f"{report['size_ratio']:.3f}", "<= 0.29", report["size_ratio"] <= 0.29),
-        ("example accuracy drop (points)", f"{ex['accuracy']['drop_points']:.2f}", "<= 1.0", ex["accuracy"]["drop_points"] <= 1.0),
+        (
+            "example accuracy drop (points)",
+            f"{ex['accuracy']['drop_points']:.2f}",
+            "<= 1.0",
+            ex["accuracy"]["drop_points"] <= 1.0,
+        ),
     ]
-    print(f"\nplain median {statistics.median(plain_t):.1f} s, edgeq median {statistics.median(edgeq_t):.1f} s over {args.rounds} rounds")
+    print(
+        f"\nplain median {statistics.median(plain_t):.1f} s, edgeq median {statistics.median(edgeq_t):.1f} s over {args.rounds} rounds"
+    )
     out0 = report["fidelity"]["outputs"][0]
     top1 = "n/a" if out0["top1_agreement"] is None else f"{out0['top1_agreement'] * 100:.1f} %"
-    print(f"edgeq also measured fidelity on {report['holdout_samples']} held-out samples "
-          f"(top-1 agreement {top1}, SQNR {out0['sqnr_db']:.1f} dB)")
+    print(
+        f"edgeq also measured fidelity on {report['holdout_samples']} held-out samples "
+        f"(top-1 agreement {top1}, SQNR {out0['sqnr_db']:.1f} dB)"
+    )
     for warning in report["warnings"]:
         print(f"  edgeq warned: {warning}")
-    print(f"example: float {ex['accuracy']['float_accuracy'] * 100:.2f} %, int8 {ex['accuracy']['quantized_accuracy'] * 100:.2f} % on {ex['accuracy']['samples']} labelled samples\n")
+    print(
+        f"example: float {ex['accuracy']['float_accuracy'] * 100:.2f} %, int8 {ex['accuracy']['quantized_accuracy'] * 100:.2f} % on {ex['accuracy']['samples']} labelled samples\n"
+    )
     width = max(len(r[0]) for r in rows)
     for name, value, goal, ok in rows:
         print(f"{name:<{width}}  {value:>8}  goal {goal:<10}  {'met' if ok else 'MISSED'}")

@@ -38,7 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 import sshd  # noqa: E402  (tests/sshd.py: real sshd devices on loopback)
 
-EDGEQ = [str(ROOT / ".venv" / "bin" / "edgeq")] if (ROOT / ".venv" / "bin" / "edgeq").exists() else [sys.executable, "-m", "edgeq"]
+EDGEQ = (
+    [str(ROOT / ".venv" / "bin" / "edgeq")]
+    if (ROOT / ".venv" / "bin" / "edgeq").exists()
+    else [sys.executable, "-m", "edgeq"]
+)
 
 
 def median_ms(samples: list[float]) -> float:
@@ -95,12 +99,26 @@ class Bench:
                 leftover.unlink()
 
     def run(self, argv: list[str]) -> None:
-        done = subprocess.run(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(argv, env=self.env, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"failed ({done.returncode}): {' '.join(argv)}\n{done.stdout}\n{done.stderr}")
 
     def edgeq_deploy_host(self, device, known: Path) -> None:
-        self.run(EDGEQ + ["deploy", str(self.model), "--name", "bench", "--host", device.spec, "--known-hosts", str(known), "--retries", "0"])
+        self.run(
+            EDGEQ
+            + [
+                "deploy",
+                str(self.model),
+                "--name",
+                "bench",
+                "--host",
+                device.spec,
+                "--known-hosts",
+                str(known),
+                "--retries",
+                "0",
+            ]
+        )
 
     def scp(self, device, known: Path) -> None:
         self.run(
@@ -128,7 +146,11 @@ class Bench:
         device = self.factory.start_device("bench1")
         known = self.known_hosts([device])
         repeat = self.args.repeat
-        samples: dict[str, list[float]] = {"scp": [], "edgeq deploy (command)": [], "edgeq deploy (library, in process)": []}
+        samples: dict[str, list[float]] = {
+            "scp": [],
+            "edgeq deploy (command)": [],
+            "edgeq deploy (library, in process)": [],
+        }
         self.edgeq_deploy_host(device, known)  # warm the page cache and sshd
         self.clean([device])
         for _ in range(repeat):  # interleaved, so that drifts in machine load hit both alike
@@ -147,10 +169,14 @@ class Bench:
         from edgeq.inventory import Device
 
         options = ConnectOptions(known_hosts=known, system_known_hosts=None, allow_agent=False, look_for_keys=False)
-        record = Device(name=device.name, address=device.host, user=device.user, port=device.port, key_files=(str(self.key.path),))
+        record = Device(
+            name=device.name, address=device.host, user=device.user, port=device.port, key_files=(str(self.key.path),)
+        )
         started = time.perf_counter()
         model = prepare_model(self.model, "bench")
-        with SSHConnection(device.host, port=device.port, user=device.user, key_files=record.key_files, options=options) as conn:
+        with SSHConnection(
+            device.host, port=device.port, user=device.user, key_files=record.key_files, options=options
+        ) as conn:
             deploy_to_device(conn, record, model)
         return time.perf_counter() - started
 
@@ -165,13 +191,23 @@ class Bench:
         out: dict[str, float] = {}
 
         def fresh() -> SSHConnection:
-            return SSHConnection(device.host, port=device.port, user=device.user, key_files=(str(self.key.path),), options=options)
+            return SSHConnection(
+                device.host, port=device.port, user=device.user, key_files=(str(self.key.path),), options=options
+            )
 
         imports = []
         for _ in range(repeat):
-            imports.append(timed(lambda: subprocess.run([sys.executable, "-c", "import edgeq.cli, edgeq.deploy, edgeq.connection"], check=True)))
+            imports.append(
+                timed(
+                    lambda: subprocess.run(
+                        [sys.executable, "-c", "import edgeq.cli, edgeq.deploy, edgeq.connection"], check=True
+                    )
+                )
+            )
         out["python start-up + imports of the CLI (with paramiko)"] = median_ms(imports)
-        out["sha256 of the model on this machine"] = median_ms([timed(lambda: hashlib.sha256(self.model.read_bytes()).hexdigest()) for _ in range(repeat)])
+        out["sha256 of the model on this machine"] = median_ms(
+            [timed(lambda: hashlib.sha256(self.model.read_bytes()).hexdigest()) for _ in range(repeat)]
+        )
         connects = []
         for _ in range(repeat):
             conn = fresh()
@@ -180,11 +216,17 @@ class Bench:
         out["connect: TCP, SSH handshake, host key check, auth"] = median_ms(connects)
 
         with fresh() as conn:
-            out["one exec round trip (`true` under the wrapper)"] = median_ms([timed(lambda: conn.run("true")) for _ in range(repeat)])
+            out["one exec round trip (`true` under the wrapper)"] = median_ms(
+                [timed(lambda: conn.run("true")) for _ in range(repeat)]
+            )
             out[f"(cipher negotiated by edgeq: {conn.transport.remote_cipher})"] = float("nan")
 
-            out["transfer by edgeq's put (exec channel into `cat`, size check, rename)"] = median_ms([timed(lambda: conn.put(self.model, "cat-model.tflite")) for _ in range(repeat)])
-            out["sha256sum of the model on the device (incl. round trip)"] = median_ms([timed(lambda: conn.run("sha256sum cat-model.tflite")) for _ in range(repeat)])
+            out["transfer by edgeq's put (exec channel into `cat`, size check, rename)"] = median_ms(
+                [timed(lambda: conn.put(self.model, "cat-model.tflite")) for _ in range(repeat)]
+            )
+            out["sha256sum of the model on the device (incl. round trip)"] = median_ms(
+                [timed(lambda: conn.run("sha256sum cat-model.tflite")) for _ in range(repeat)]
+            )
             syncs = []
             for i in range(repeat):
                 conn.put(self.model, f"sync-model-{i}.tflite")  # fresh dirty pages, as right after an upload
@@ -194,11 +236,19 @@ class Bench:
 
         # The two transfer paths paramiko offers, by transport settings: paramiko's defaults (aes128-ctr +
         # hmac-sha2-256, Nagle's algorithm on), AES-GCM alone, and edgeq's settings (AES-GCM + TCP_NODELAY).
-        for label, gcm, nodelay in (("paramiko defaults: aes128-ctr, Nagle on", False, False), ("aes128-gcm, Nagle on", True, False), ("edgeq: aes128-gcm + TCP_NODELAY", True, True)):
+        for label, gcm, nodelay in (
+            ("paramiko defaults: aes128-ctr, Nagle on", False, False),
+            ("aes128-gcm, Nagle on", True, False),
+            ("edgeq: aes128-gcm + TCP_NODELAY", True, True),
+        ):
             client = self.raw_client(device, gcm=gcm, nodelay=nodelay)
             try:
-                out[f"transfer by SFTP put (new SFTP channel), {label}"] = median_ms([timed(lambda c=client: self.sftp_put(c)) for _ in range(repeat)])
-                out[f"transfer by exec channel into `cat`, {label}"] = median_ms([timed(lambda c=client: self.cat_put(c)) for _ in range(repeat)])
+                out[f"transfer by SFTP put (new SFTP channel), {label}"] = median_ms(
+                    [timed(lambda c=client: self.sftp_put(c)) for _ in range(repeat)]
+                )
+                out[f"transfer by exec channel into `cat`, {label}"] = median_ms(
+                    [timed(lambda c=client: self.cat_put(c)) for _ in range(repeat)]
+                )
             finally:
                 client.close()
         return out
@@ -212,9 +262,20 @@ class Bench:
         if nodelay:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # loopback benchmark: the host key was generated by this script
+        client.set_missing_host_key_policy(
+            paramiko.AutoAddPolicy()
+        )  # loopback benchmark: the host key was generated by this script
         disabled = {"ciphers": [c for c in paramiko.Transport._preferred_ciphers if "gcm" not in c]} if gcm else {}
-        client.connect(device.host, port=device.port, username=device.user, key_filename=str(self.key.path), allow_agent=False, look_for_keys=False, sock=sock, disabled_algorithms=disabled)
+        client.connect(
+            device.host,
+            port=device.port,
+            username=device.user,
+            key_filename=str(self.key.path),
+            allow_agent=False,
+            look_for_keys=False,
+            sock=sock,
+            disabled_algorithms=disabled,
+        )
         return client
 
     def sftp_put(self, client) -> None:
@@ -243,7 +304,12 @@ class Bench:
         inventory = self.base / "fleet.yml"
         lines = ["all:", "  hosts:"]
         for d in devices:
-            lines += [f"    {d.name}:", f"      ansible_host: {d.host}", f"      ansible_port: {d.port}", f"      ansible_user: {d.user}"]
+            lines += [
+                f"    {d.name}:",
+                f"      ansible_host: {d.host}",
+                f"      ansible_port: {d.port}",
+                f"      ansible_user: {d.user}",
+            ]
         inventory.write_text("\n".join(lines) + "\n")
         parallel, sequential = [], []
         fleet_repeat = max(1, self.args.repeat // 2)
@@ -252,7 +318,25 @@ class Bench:
             sequential.append(timed(lambda: [self.edgeq_deploy_host(d, known) for d in devices]))
             self.clean(devices)
             parallel.append(
-                timed(lambda: self.run(EDGEQ + ["deploy", str(self.model), "--name", "bench", "-i", str(inventory), "--known-hosts", str(known), "--concurrency", str(count), "--retries", "0"]))
+                timed(
+                    lambda: self.run(
+                        EDGEQ
+                        + [
+                            "deploy",
+                            str(self.model),
+                            "--name",
+                            "bench",
+                            "-i",
+                            str(inventory),
+                            "--known-hosts",
+                            str(known),
+                            "--concurrency",
+                            str(count),
+                            "--retries",
+                            "0",
+                        ]
+                    )
+                )
             )
         self.clean(devices)
         return {"sequential": sequential, "parallel": parallel, "count": count}
@@ -272,7 +356,9 @@ def main() -> int:
     import paramiko
 
     openssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
-    print(f"# edgeq deploy benchmark: {args.size_mb:g} MB model, loopback sshd's, {os.cpu_count()} CPUs, {openssh}, paramiko {paramiko.__version__}, Python {sys.version.split()[0]}")
+    print(
+        f"# edgeq deploy benchmark: {args.size_mb:g} MB model, loopback sshd's, {os.cpu_count()} CPUs, {openssh}, paramiko {paramiko.__version__}, Python {sys.version.split()[0]}"
+    )
     bench = Bench(args)
     try:
         one = bench.one_device()
@@ -290,7 +376,9 @@ def main() -> int:
     print(f"| `edgeq deploy --host` (command) | {command:.0f} ms | {command / scp:.2f}x |")
     print(f"| `deploy_to_device` (library, in process) | {library:.0f} ms | {library / scp:.2f}x |")
     verdict = "met" if command / scp <= 1.2 else "NOT met"
-    print(f"\nGoal edgeq <= 1.2x scp: {verdict} for the command ({command / scp:.2f}x), {'met' if library / scp <= 1.2 else 'NOT met'} in process ({library / scp:.2f}x).")
+    print(
+        f"\nGoal edgeq <= 1.2x scp: {verdict} for the command ({command / scp:.2f}x), {'met' if library / scp <= 1.2 else 'NOT met'} in process ({library / scp:.2f}x)."
+    )
     print("\nWhere the time goes (ms, medians):\n")
     print("| step | ms |")
     print("|---|---:|")

@@ -35,7 +35,12 @@ def build_models(work: Path) -> dict[str, Path]:
     work.mkdir(parents=True, exist_ok=True)
     example = ROOT / "build/example/digits.keras"
     if not example.exists():
-        subprocess.run([sys.executable, str(ROOT / "scripts/build_example.py"), str(example)], check=True, env=ENV, capture_output=True)
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts/build_example.py"), str(example)],
+            check=True,
+            env=ENV,
+            capture_output=True,
+        )
     mnv2 = work / "mnv2_035_96.keras"
     if not mnv2.exists():
         code = (
@@ -51,10 +56,18 @@ def build_models(work: Path) -> dict[str, Path]:
         up = [np.asarray(Image.fromarray((d * 255).astype(np.uint8)).convert("RGB").resize((96, 96))) for d in x]
         np.save(calib, np.stack(up).astype(np.float32) / 255.0)
     models = {}
-    for name, (source, data) in {"digits": (example, ROOT / "calibration_data/digits/calib.npz"), "mobilenet_v2_035_96": (mnv2, calib)}.items():
+    for name, (source, data) in {
+        "digits": (example, ROOT / "calibration_data/digits/calib.npz"),
+        "mobilenet_v2_035_96": (mnv2, calib),
+    }.items():
         out = work / f"{name}_int8.tflite"
         if not out.exists():
-            subprocess.run([sys.executable, "-m", "edgeq", "convert", str(source), "--calib", str(data), "-o", str(out)], check=True, env=ENV, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "edgeq", "convert", str(source), "--calib", str(data), "-o", str(out)],
+                check=True,
+                env=ENV,
+                capture_output=True,
+            )
         models[name] = out
     return models
 
@@ -96,7 +109,10 @@ def in_process_p50(model: Path, threads: int, runs: int, warmup: int) -> float:
     """
     out = subprocess.run(
         [sys.executable, "-c", BASELINE_LOOP, str(model), str(threads), str(runs), str(warmup)],
-        capture_output=True, text=True, check=True, env=ENV,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=ENV,
     )
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -116,14 +132,23 @@ def main() -> None:
 
     models = build_models(args.work)
     home = Path(tempfile.mkdtemp(prefix="edgeq-bench-probe-home-"))
-    device = Device(name="host", address="localhost", user=os.environ.get("USER", "root"), python=sys.executable,
-                    remote_dir="edgeq", transport="local", target="host")
+    device = Device(
+        name="host",
+        address="localhost",
+        user=os.environ.get("USER", "root"),
+        python=sys.executable,
+        remote_dir="edgeq",
+        transport="local",
+        target="host",
+    )
     rows = []
     for name, path in models.items():
         options = ProbeOptions(runs=300, min_s=0.0, warmup_runs=30, warmup_min_s=0.0)
         model_file = prepare_model(path, name=f"bench-{name}")
         with LocalConnection(home=home, name="host") as conn:
-            probe_device(conn, device, model_file, options, threads=args.threads)  # first upload and probe copy: not timed
+            probe_device(
+                conn, device, model_file, options, threads=args.threads
+            )  # first upload and probe copy: not timed
             probe_p50, base_p50, overheads = [], [], []
             for r in range(args.rounds):
                 order = ("probe", "loop") if r % 2 == 0 else ("loop", "probe")
@@ -138,13 +163,29 @@ def main() -> None:
                         overheads.append(wall - timed_s)
                         probe_p50.append(result.latency.p50_ms)
         ratio = statistics.median(probe_p50) / statistics.median(base_p50)
-        rows.append((name, statistics.median(probe_p50), statistics.median(base_p50), ratio, statistics.median(overheads), result.runtime, result.runtime_version))
+        rows.append(
+            (
+                name,
+                statistics.median(probe_p50),
+                statistics.median(base_p50),
+                ratio,
+                statistics.median(overheads),
+                result.runtime,
+                result.runtime_version,
+            )
+        )
     runtimes = sorted({f"{row[5]} {row[6]}" for row in rows})
     print(f"{args.rounds} rounds, {args.threads} threads, 300 timed runs each, {', '.join(runtimes)} on this machine\n")
-    print(f"{'model':<22} {'probe p50 ms':>13} {'in-process p50 ms':>18} {'ratio':>7}  {'goal':<14} {'overhead s':>11}  {'goal':<8}")
+    print(
+        f"{'model':<22} {'probe p50 ms':>13} {'in-process p50 ms':>18} {'ratio':>7}  {'goal':<14} {'overhead s':>11}  {'goal':<8}"
+    )
     for name, p, b, ratio, over, _runtime, _version in rows:
-        print(f"{name:<22} {p:>13.4f} {b:>18.4f} {ratio:>7.3f}  {'0.95..1.05 ' + ('met' if 0.95 <= ratio <= 1.05 else 'MISSED'):<14} {over:>11.3f}  {'<= 1.5 ' + ('met' if over <= 1.5 else 'MISSED')}")
-    print("\noverhead = wall time of one probe_device call (check/upload, probe program, interpreter load, warm-up, parsing) minus the sum of its timed runs")
+        print(
+            f"{name:<22} {p:>13.4f} {b:>18.4f} {ratio:>7.3f}  {'0.95..1.05 ' + ('met' if 0.95 <= ratio <= 1.05 else 'MISSED'):<14} {over:>11.3f}  {'<= 1.5 ' + ('met' if over <= 1.5 else 'MISSED')}"
+        )
+    print(
+        "\noverhead = wall time of one probe_device call (check/upload, probe program, interpreter load, warm-up, parsing) minus the sum of its timed runs"
+    )
 
 
 if __name__ == "__main__":

@@ -68,7 +68,12 @@ def report_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     from edgeq.tune import Budget, TuneOptions, split_data
     from edgeq.types import TensorSpec
 
-    data = split_data(str(CALIB), str(EVAL), (TensorSpec("x", (None, 8, 8, 1), "float32"),), TuneOptions(budget=Budget(max_drop_points=0.5), seed=seed))
+    data = split_data(
+        str(CALIB),
+        str(EVAL),
+        (TensorSpec("x", (None, 8, 8, 1), "float32"),),
+        TuneOptions(budget=Budget(max_drop_points=0.5), seed=seed),
+    )
     return data.report["x"], data.report_labels
 
 
@@ -120,7 +125,9 @@ def tutorial_rule(model_path: Path, threshold: float = 0.7) -> tuple[bytes, list
         if scale == 0 or rmse / scale > threshold:
             suspected.append(row["tensor_name"])
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=suspected)
-    selective = tf.lite.experimental.QuantizationDebugger(converter=converter(), debug_dataset=debug_dataset, debug_options=options)
+    selective = tf.lite.experimental.QuantizationDebugger(
+        converter=converter(), debug_dataset=debug_dataset, debug_options=options
+    )
     return bytes(selective.get_nondebug_quantized_model()), suspected
 
 
@@ -135,22 +142,48 @@ def main() -> None:
     model = work / f"tune_example_seed{args.seed}.keras"
     if not model.exists():
         print("training the example model", flush=True)
-        subprocess.run([PY, str(ROOT / "scripts/tune_example_model.py"), str(model), "--seed", str(args.seed)], check=True, env=ENV)
+        subprocess.run(
+            [PY, str(ROOT / "scripts/tune_example_model.py"), str(model), "--seed", str(args.seed)], check=True, env=ENV
+        )
     x, y = report_split()
 
     # 1 + 3: plain int8 and edgeq tune, timed side by side as processes
     plain_out, tune_dir = work / "plain_int8.tflite", work / "tune"
     commands = {
-        "plain int8 conversion": [PY, str(ROOT / "scripts/plain_tflite_convert.py"), str(model), str(CALIB), "200", str(plain_out)],
-        "edgeq tune": [PY, "-m", "edgeq", "tune", str(model), "--calib", str(CALIB), "--eval", str(EVAL), "--max-drop", "0.5", "-o", str(tune_dir), "--json"],
+        "plain int8 conversion": [
+            PY,
+            str(ROOT / "scripts/plain_tflite_convert.py"),
+            str(model),
+            str(CALIB),
+            "200",
+            str(plain_out),
+        ],
+        "edgeq tune": [
+            PY,
+            "-m",
+            "edgeq",
+            "tune",
+            str(model),
+            "--calib",
+            str(CALIB),
+            "--eval",
+            str(EVAL),
+            "--max-drop",
+            "0.5",
+            "-o",
+            str(tune_dir),
+            "--json",
+        ],
     }
     print("timing (processes, alternating):", flush=True)
     wall = alternate(commands, args.rounds)
     report = json.loads((tune_dir / f"{model.stem}_tune.json").read_text())
 
-    import tensorflow as tf  # noqa: F401  (after the timed processes: this process's import is not timed)
+    import tensorflow as tf
 
-    float_bytes = tf.lite.TFLiteConverter.from_keras_model(__import__("keras").models.load_model(model, compile=False)).convert()
+    float_bytes = tf.lite.TFLiteConverter.from_keras_model(
+        __import__("keras").models.load_model(model, compile=False)
+    ).convert()
     float_acc = accuracy_of(float_bytes, x, y)
     plain_bytes = plain_out.read_bytes()
     plain_drop = float_acc - accuracy_of(plain_bytes, x, y)
@@ -175,25 +208,52 @@ def main() -> None:
     float_tflite = work / "float.tflite"
     float_tflite.write_bytes(float_bytes)
     commands = {
-        "litert-quantizer directly": [PY, str(ROOT / "scripts/plain_litert_quantize.py"), str(float_tflite), str(CALIB), "200", str(work / "lq_int8.tflite")],
-        "edgeq convert .tflite": [PY, "-m", "edgeq", "convert", str(float_tflite), "--calib", str(CALIB), "-o", str(work / "edgeq_lq_int8.tflite")],
+        "litert-quantizer directly": [
+            PY,
+            str(ROOT / "scripts/plain_litert_quantize.py"),
+            str(float_tflite),
+            str(CALIB),
+            "200",
+            str(work / "lq_int8.tflite"),
+        ],
+        "edgeq convert .tflite": [
+            PY,
+            "-m",
+            "edgeq",
+            "convert",
+            str(float_tflite),
+            "--calib",
+            str(CALIB),
+            "-o",
+            str(work / "edgeq_lq_int8.tflite"),
+        ],
     }
     print("timing .tflite input (processes, alternating):", flush=True)
     wall_tflite = alternate(commands, args.rounds)
 
     print()
-    print(f"model: {model.name}; float accuracy {float_acc:.2f} % on the report split ({len(y)} samples never seen by calibration or search)")
+    print(
+        f"model: {model.name}; float accuracy {float_acc:.2f} % on the report split ({len(y)} samples never seen by calibration or search)"
+    )
     print(f"plain int8 (TFLiteConverter):      drop {plain_drop:.2f} points  (size {len(plain_bytes)} B)")
-    print(f"tutorial rule (rmse/scale > 0.7):  drop {tutorial_drop:.2f} points, {len(tutorial_layers)} layer(s) kept in float  (size {len(tutorial_bytes)} B)")
+    print(
+        f"tutorial rule (rmse/scale > 0.7):  drop {tutorial_drop:.2f} points, {len(tutorial_layers)} layer(s) kept in float  (size {len(tutorial_bytes)} B)"
+    )
     if chosen is not None:
-        print(f"{tune_line}: drop {tune_drop:.2f} points, {kept} layer(s) kept in higher precision, size {size_ratio:.3f}x full int8 "
-              f"(goals: <= 0.5 point, fewer layers than the rule, <= 1.3x)")
+        print(
+            f"{tune_line}: drop {tune_drop:.2f} points, {kept} layer(s) kept in higher precision, size {size_ratio:.3f}x full int8 "
+            f"(goals: <= 0.5 point, fewer layers than the rule, <= 1.3x)"
+        )
     else:
         print(tune_line)
-    print(f"tune wall time / one plain conversion: {wall['edgeq tune'] / wall['plain int8 conversion']:.2f}x "
-          f"({wall['edgeq tune']:.2f} s / {wall['plain int8 conversion']:.2f} s, medians of {args.rounds}; goal <= 5x)")
-    print(f".tflite int8: edgeq convert / litert-quantizer directly: {wall_tflite['edgeq convert .tflite'] / wall_tflite['litert-quantizer directly']:.3f}x "
-          f"({wall_tflite['edgeq convert .tflite']:.2f} s / {wall_tflite['litert-quantizer directly']:.2f} s; goal <= 1.10x)")
+    print(
+        f"tune wall time / one plain conversion: {wall['edgeq tune'] / wall['plain int8 conversion']:.2f}x "
+        f"({wall['edgeq tune']:.2f} s / {wall['plain int8 conversion']:.2f} s, medians of {args.rounds}; goal <= 5x)"
+    )
+    print(
+        f".tflite int8: edgeq convert / litert-quantizer directly: {wall_tflite['edgeq convert .tflite'] / wall_tflite['litert-quantizer directly']:.3f}x "
+        f"({wall_tflite['edgeq convert .tflite']:.2f} s / {wall_tflite['litert-quantizer directly']:.2f} s; goal <= 1.10x)"
+    )
     print(f"candidates evaluated by tune: {report['evaluations']}")
 
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 model_path, calib_path, samples, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 data = np.load(calib_path)

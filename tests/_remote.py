@@ -28,11 +28,20 @@ def options(device=None, **overrides) -> ConnectOptions:
 
 def ssh(device, **overrides) -> SSHConnection:
     key_files = overrides.pop("key_files", (str(device.key_path),))
-    return SSHConnection(device.host, port=device.port, user=device.user, key_files=key_files, options=options(device, **overrides), name=device.name)
+    return SSHConnection(
+        device.host,
+        port=device.port,
+        user=device.user,
+        key_files=key_files,
+        options=options(device, **overrides),
+        name=device.name,
+    )
 
 
 def as_device(device, **overrides) -> Device:
-    values = dict(name=device.name, address=device.host, user=device.user, port=device.port, key_files=(str(device.key_path),))
+    values = dict(
+        name=device.name, address=device.host, user=device.user, port=device.port, key_files=(str(device.key_path),)
+    )
     values.update(overrides)
     return Device(**values)
 
@@ -69,5 +78,9 @@ def leftovers(device, name: str) -> list[str]:
     if not folder.exists():
         return []
     found = [p.name for p in (folder / ".incoming").glob("*")] if (folder / ".incoming").exists() else []
-    found += [p.name for p in folder.glob(".current.*")] + [p.name for p in folder.glob(".manifest.*")] + [p.name for p in folder.glob(".sha256.*")]
+    found += (
+        [p.name for p in folder.glob(".current.*")]
+        + [p.name for p in folder.glob(".manifest.*")]
+        + [p.name for p in folder.glob(".sha256.*")]
+    )
     return found

@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 import sshd as _sshd
 
 
@@ -104,7 +103,9 @@ def known_hosts_for(tmp_path):
 
     def make(*devices, extra_lines: tuple[str, ...] = ()) -> Path:
         path = tmp_path / f"known_hosts.{next(count)}"
-        path.write_text("".join(d.known_hosts_line() + "\n" for d in devices) + "".join(line + "\n" for line in extra_lines))
+        path.write_text(
+            "".join(d.known_hosts_line() + "\n" for d in devices) + "".join(line + "\n" for line in extra_lines)
+        )
         return path
 
     return make

@@ -41,7 +41,14 @@ from pathlib import Path
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
-SFTP_SERVER = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server") if os.path.exists(p)), "internal-sftp")
+SFTP_SERVER = next(
+    (
+        p
+        for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server")
+        if os.path.exists(p)
+    ),
+    "internal-sftp",
+)
 USER_PREFIX = "eqt"  # test users are eqt<pid>x<n>; those of dead test runs are removed at start-up
 
 
@@ -118,7 +125,17 @@ class SSHDevice:
 class SSHDServer:
     """One sshd process: started, waited for (its "Server listening" line), stopped."""
 
-    def __init__(self, directory: Path, host: str, port: int, host_keys: list[Path], user: str, *, password_auth: bool = False, max_file_bytes: int | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        host: str,
+        port: int,
+        host_keys: list[Path],
+        user: str,
+        *,
+        password_auth: bool = False,
+        max_file_bytes: int | None = None,
+    ):
         self.directory = directory
         self.host = host
         self.port = port
@@ -164,15 +181,22 @@ class SSHDServer:
             if limit is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-        log = open(self.log, "ab")
-        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)], stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=preexec)
-        log.close()
+        with open(self.log, "ab") as log:  # sshd keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=preexec,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if "Server listening on" in self.log.read_text(errors="replace"):
                 return
             if self.process.poll() is not None:
-                raise RuntimeError(f"sshd on {self.host}:{self.port} exited: {self.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"sshd on {self.host}:{self.port} exited: {self.log.read_text(errors='replace')[-2000:]}"
+                )
             time.sleep(0.01)
         self.stop()
         raise RuntimeError(f"sshd on {self.host}:{self.port} did not start within {timeout_s} s")
@@ -244,12 +268,23 @@ class DeviceFactory:
             elif max_file_bytes is not None:
                 limit = "rlimit"
             _chown_tree(home, uid, skip=home / remote_dir if limit == "tmpfs" else None)
-            host_keys = [make_key(directory / f"ssh_host_{kind}_key", comment=f"host-{name}", key_type=kind) for kind in host_key_types]
+            host_keys = [
+                make_key(directory / f"ssh_host_{kind}_key", comment=f"host-{name}", key_type=kind)
+                for kind in host_key_types
+            ]
             host_key = host_keys[0]
             server = None
             for _attempt in range(5):
                 port = free_port(host)
-                server = SSHDServer(directory, host, port, [k.path for k in host_keys], user, password_auth=password is not None, max_file_bytes=max_file_bytes)
+                server = SSHDServer(
+                    directory,
+                    host,
+                    port,
+                    [k.path for k in host_keys],
+                    user,
+                    password_auth=password is not None,
+                    max_file_bytes=max_file_bytes,
+                )
                 try:
                     server.start()
                     break
@@ -257,7 +292,21 @@ class DeviceFactory:
                     if _attempt == 4:
                         raise
             known_hosts = directory / "known_hosts"
-            device = SSHDevice(name, host, server.port, user, uid, home, self.client_key.path, known_hosts, host_key, server, limit, tuple(host_keys), home / remote_dir)
+            device = SSHDevice(
+                name,
+                host,
+                server.port,
+                user,
+                uid,
+                home,
+                self.client_key.path,
+                known_hosts,
+                host_key,
+                server,
+                limit,
+                tuple(host_keys),
+                home / remote_dir,
+            )
             known_hosts.write_text(device.known_hosts_line() + "\n")
         except BaseException:
             _remove_user(user, uid, home)
@@ -337,7 +386,16 @@ class CuttingProxy:
     forwarded whole (a transient failure, for retries). ``cut`` counts them.
     """
 
-    def __init__(self, target_host: str, target_port: int, *, cut_after_bytes: int, mode: str = "close", cut_connections: int = 1_000_000, host: str | None = None):
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        cut_after_bytes: int,
+        mode: str = "close",
+        cut_connections: int = 1_000_000,
+        host: str | None = None,
+    ):
         assert mode in ("close", "stall")
         self.target = (target_host, target_port)
         self.cut_after_bytes = cut_after_bytes
@@ -453,7 +511,15 @@ def _mount_tmpfs(path: Path, size_bytes: int, uid: int) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     gid = pwd.getpwuid(uid).pw_gid
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={max(size_bytes // 1024, 4)}k,mode=0755,uid={uid},gid={gid}", "edgeq-test-disk", str(path)],
+        [
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            f"size={max(size_bytes // 1024, 4)}k,mode=0755,uid={uid},gid={gid}",
+            "edgeq-test-disk",
+            str(path),
+        ],
         capture_output=True,
         text=True,
     )

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _models import *  # noqa: F403 - session fixtures (digits_classifier, int8_model)
+from _models import DIGITS
 from click.testing import CliRunner
 
-from _models import *  # noqa: F401,F403 - session fixtures (digits_classifier, int8_model)
-from _models import DIGITS
 from edgeq.bench import DeviceBench, ModelRun, pool, summarize_fleet
 from edgeq.cli import cli
 from edgeq.deploy import ModelFile
@@ -60,7 +60,9 @@ def edgeq(*args):
 def _runs_for_others(python: Path, module: str) -> bool:
     """Can a user other than root run ``python`` and import numpy and ``module`` with it?"""
     try:
-        done = subprocess.run([str(python), "-c", f"import numpy, {module}"], user="nobody", cwd="/", capture_output=True, timeout=120)
+        done = subprocess.run(
+            [str(python), "-c", f"import numpy, {module}"], user="nobody", cwd="/", capture_output=True, timeout=120
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
@@ -80,7 +82,9 @@ def _device_venv(venv: Path, module: str, folder: Path) -> Path:
         pytest.skip(f"device users cannot run {python}, and there is no system {version} to give them")
     mirror = folder / venv.name.lstrip(".")
     subprocess.run([base, "-m", "venv", "--without-pip", str(mirror)], check=True, capture_output=True)
-    (mirror / "lib" / version / "site-packages" / "edgeq_device.pth").write_text(f"import site; site.addsitedir({str(site)!r})\n")
+    (mirror / "lib" / version / "site-packages" / "edgeq_device.pth").write_text(
+        f"import site; site.addsitedir({str(site)!r})\n"
+    )
     if not _runs_for_others(mirror / "bin" / "python", module):
         pytest.skip(f"device users cannot run {python} nor a system-Python venv over its site-packages")
     return mirror / "bin" / "python"
@@ -187,7 +191,22 @@ def test_probe_on_the_host_target(int8_model, isolated_home, tmp_path, monkeypat
 def test_probe_through_sshd(int8_model, start_device, device_pythons, known_hosts_for, tmp_path, runtime, numpy_major):
     device = start_device({"ai-edge-litert": "litert", "tflite-runtime": "tflite"}[runtime])
     inventory = write_inventory(tmp_path / "fleet.yml", {device.name: ssh_host(device, device_pythons[runtime])})
-    result = edgeq("probe", int8_model, "-i", inventory, "--known-hosts", known_hosts_for(device), "--retries", 0, *FAST, "--threads", 1, "--samples", CALIB, "--json")
+    result = edgeq(
+        "probe",
+        int8_model,
+        "-i",
+        inventory,
+        "--known-hosts",
+        known_hosts_for(device),
+        "--retries",
+        0,
+        *FAST,
+        "--threads",
+        1,
+        "--samples",
+        CALIB,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     row = only_device(result)
     assert row["status"] == "ok"
@@ -210,18 +229,35 @@ def test_a_hanging_probe_is_stopped_at_its_timeout(int8_model, start_device, kno
     inventory = write_inventory(tmp_path / "fleet.yml", {device.name: ssh_host(device, hang)})
     started = time.monotonic()
     # --command-timeout keeps its default (60 s): the probe's own timeout is what counts for the probe
-    result = edgeq("probe", int8_model, "-i", inventory, "--known-hosts", known_hosts_for(device), "--retries", 0, *FAST, "--probe-timeout", 3, "--json")
+    result = edgeq(
+        "probe",
+        int8_model,
+        "-i",
+        inventory,
+        "--known-hosts",
+        known_hosts_for(device),
+        "--retries",
+        0,
+        *FAST,
+        "--probe-timeout",
+        3,
+        "--json",
+    )
     elapsed = time.monotonic() - started
     assert 3 <= elapsed < 30
     assert result.exit_code == 12
     row = only_device(result)
     assert row["status"] == "failed" and row["result"] is None
     assert "did not finish within 3 s" in row["reason"] and "stopped on the device" in row["reason"]
-    assert "Error: hang: failed: " in result.stderr and "--probe-timeout" in result.stderr  # the hint names the option that helps
+    assert (
+        "Error: hang: failed: " in result.stderr and "--probe-timeout" in result.stderr
+    )  # the hint names the option that helps
     assert no_process_left(device, "sleep 1000"), device.processes()
 
 
-def test_a_crashing_probe_is_reported_without_its_traceback(int8_model, start_device, device_pythons, known_hosts_for, tmp_path):
+def test_a_crashing_probe_is_reported_without_its_traceback(
+    int8_model, start_device, device_pythons, known_hosts_for, tmp_path
+):
     device = start_device("crash")
     crash = write_script(
         device.home / "crash-python",
@@ -229,7 +265,9 @@ def test_a_crashing_probe_is_reported_without_its_traceback(int8_model, start_de
         "raise ImportError('numpy.core.multiarray failed to import')\n",
     )
     inventory = write_inventory(tmp_path / "fleet.yml", {device.name: ssh_host(device, crash)})
-    result = edgeq("probe", int8_model, "-i", inventory, "--known-hosts", known_hosts_for(device), "--retries", 0, *FAST, "--json")
+    result = edgeq(
+        "probe", int8_model, "-i", inventory, "--known-hosts", known_hosts_for(device), "--retries", 0, *FAST, "--json"
+    )
     assert result.exit_code == 12
     row = only_device(result)
     assert row["status"] == "failed"
@@ -257,10 +295,14 @@ exit $status
 
 
 @pytest.mark.parametrize("transport", ["ssh", "local"])
-def test_garbage_on_the_device_output_does_not_break_parsing(int8_model, start_device, device_pythons, known_hosts_for, tmp_path, transport):
+def test_garbage_on_the_device_output_does_not_break_parsing(
+    int8_model, start_device, device_pythons, known_hosts_for, tmp_path, transport
+):
     if transport == "ssh":
         device = start_device("noisy")
-        wrapper = write_script(device.home / "noisy-python", GARBAGE.replace("{python}", str(device_pythons["ai-edge-litert"])))
+        wrapper = write_script(
+            device.home / "noisy-python", GARBAGE.replace("{python}", str(device_pythons["ai-edge-litert"]))
+        )
         hosts = {device.name: ssh_host(device, wrapper)}
         extra = ["--known-hosts", known_hosts_for(device), "--retries", 0]
     else:
@@ -269,7 +311,9 @@ def test_garbage_on_the_device_output_does_not_break_parsing(int8_model, start_d
         extra = []
     inventory = write_inventory(tmp_path / "fleet.yml", hosts)
     started = time.monotonic()
-    result = edgeq("probe", int8_model, "-i", inventory, *extra, *FAST, "--samples", CALIB, "--probe-timeout", 60, "--json")
+    result = edgeq(
+        "probe", int8_model, "-i", inventory, *extra, *FAST, "--samples", CALIB, "--probe-timeout", 60, "--json"
+    )
     assert result.exit_code == 0, result.output
     assert time.monotonic() - started < 60
     row = only_device(result)
@@ -291,7 +335,22 @@ def host_bench(digits_classifier, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOME", str(home))
         started = time.monotonic()
-        result = edgeq("bench", digits_classifier, "--calib", CALIB, "--eval", EVAL, "--target", "host", "-o", out, *FAST, "--rounds", 2, "--sweep")
+        result = edgeq(
+            "bench",
+            digits_classifier,
+            "--calib",
+            CALIB,
+            "--eval",
+            EVAL,
+            "--target",
+            "host",
+            "-o",
+            out,
+            *FAST,
+            "--rounds",
+            2,
+            "--sweep",
+        )
         seconds = time.monotonic() - started
     data = json.loads((out / "digits_bench.json").read_text()) if (out / "digits_bench.json").exists() else None
     return {"result": result, "out": out, "home": home, "data": data, "seconds": seconds}
@@ -301,7 +360,14 @@ def test_bench_on_the_host_writes_every_report(host_bench):
     result, out = host_bench["result"], host_bench["out"]
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
-    assert {"digits_bench.json", "digits_bench.csv", "digits_bench.md", "digits_bench.png", "digits_float32.tflite", "digits_int8.tflite"} <= names
+    assert {
+        "digits_bench.json",
+        "digits_bench.csv",
+        "digits_bench.md",
+        "digits_bench.png",
+        "digits_float32.tflite",
+        "digits_int8.tflite",
+    } <= names
     assert "reports: " in result.stdout and str(out / "digits_bench.png") in result.stdout
 
 
@@ -319,7 +385,11 @@ def test_bench_json_speedup_verdict_parity_and_sizes(host_bench):
     assert s == speedup(f32["latencies_ms"], i8["latencies_ms"])  # the interval is the one of the pooled latencies
     assert dev["verdict"] == verdict(s)
     if s.ci_low > 1:
-        assert dev["verdict"].startswith("int8 is ") and "faster than float32" in dev["verdict"] and "NOT" not in dev["verdict"]
+        assert (
+            dev["verdict"].startswith("int8 is ")
+            and "faster than float32" in dev["verdict"]
+            and "NOT" not in dev["verdict"]
+        )
     else:
         assert "int8 is NOT" in dev["verdict"]
     assert dev["parity"]["bit_exact"] is True
@@ -380,15 +450,39 @@ def test_bench_sweep_covers_runtimes_and_threads_and_recommends_the_fastest(host
 def test_a_hanging_sweep_probe_is_stopped_at_the_probe_timeout(digits_classifier, tmp_path):
     # the timed rounds run; the sweep (which forces each runtime) hangs: --probe-timeout bounds the sweep's probes too
     token = f"sleep 1000.{os.getpid()}"
-    wrapper = write_script(tmp_path / "sweep-hangs", f'#!/bin/sh\ncase " $* " in *" --runtime "*) exec {token};; esac\nexec "{sys.executable}" "$@"\n')
-    inventory = write_inventory(tmp_path / "fleet.yml", {"laptop": {"ansible_connection": "local", "edgeq_target": "host", "edgeq_python": str(wrapper)}})
+    wrapper = write_script(
+        tmp_path / "sweep-hangs",
+        f'#!/bin/sh\ncase " $* " in *" --runtime "*) exec {token};; esac\nexec "{sys.executable}" "$@"\n',
+    )
+    inventory = write_inventory(
+        tmp_path / "fleet.yml",
+        {"laptop": {"ansible_connection": "local", "edgeq_target": "host", "edgeq_python": str(wrapper)}},
+    )
     out = tmp_path / "out"
     started = time.monotonic()
-    result = edgeq("bench", digits_classifier, "--calib", CALIB, "-i", inventory, "-o", out, *FAST, "--rounds", 1, "--sweep", "--probe-timeout", 3)
+    result = edgeq(
+        "bench",
+        digits_classifier,
+        "--calib",
+        CALIB,
+        "-i",
+        inventory,
+        "-o",
+        out,
+        *FAST,
+        "--rounds",
+        1,
+        "--sweep",
+        "--probe-timeout",
+        3,
+    )
     assert time.monotonic() - started < 90
     assert result.exit_code == 12, result.output
     (dev,) = json.loads((out / "digits_bench.json").read_text())["devices"]
-    assert dev["status"] == "failed" and dev["reason"] == "the probe did not finish within 3 s; it was stopped on the device"
+    assert (
+        dev["status"] == "failed"
+        and dev["reason"] == "the probe did not finish within 3 s; it was stopped on the device"
+    )
     assert "laptop: sweep ai-edge-litert, 1 thread(s), float32" in result.stderr
     assert subprocess.run(["pgrep", "-f", token], capture_output=True).returncode == 1
 
@@ -400,18 +494,45 @@ def test_bench_on_a_fleet_of_two_runtimes(digits_classifier, start_device, devic
     devices = {"litert": start_device("litert"), "tflite": start_device("tflite")}
     inventory = write_inventory(
         tmp_path / "fleet.yml",
-        {"litert": ssh_host(devices["litert"], device_pythons["ai-edge-litert"]), "tflite": ssh_host(devices["tflite"], device_pythons["tflite-runtime"])},
+        {
+            "litert": ssh_host(devices["litert"], device_pythons["ai-edge-litert"]),
+            "tflite": ssh_host(devices["tflite"], device_pythons["tflite-runtime"]),
+        },
     )
     out = tmp_path / "out"
     known = known_hosts_for(*devices.values())
-    result = edgeq("bench", digits_classifier, "--calib", CALIB, "--eval", EVAL, "-i", inventory, "--known-hosts", known, "--retries", 0, "-o", out, *FAST, "--threads", 1, "--json")
+    result = edgeq(
+        "bench",
+        digits_classifier,
+        "--calib",
+        CALIB,
+        "--eval",
+        EVAL,
+        "-i",
+        inventory,
+        "--known-hosts",
+        known,
+        "--retries",
+        0,
+        "-o",
+        out,
+        *FAST,
+        "--threads",
+        1,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data == json.loads((out / "digits_bench.json").read_text())
     by_name = {d["device"]: d for d in data["devices"]}
     assert set(by_name) == {"litert", "tflite"} and all(d["status"] == "ok" for d in by_name.values())
-    assert by_name["litert"]["int8"]["runtime"] == "ai-edge-litert" and by_name["tflite"]["int8"]["runtime"] == "tflite-runtime"
-    assert by_name["litert"]["parity"]["bit_exact"] is True and by_name["tflite"]["parity"]["bit_exact"] is True  # see test_probe_through_sshd
+    assert (
+        by_name["litert"]["int8"]["runtime"] == "ai-edge-litert"
+        and by_name["tflite"]["int8"]["runtime"] == "tflite-runtime"
+    )
+    assert (
+        by_name["litert"]["parity"]["bit_exact"] is True and by_name["tflite"]["parity"]["bit_exact"] is True
+    )  # see test_probe_through_sshd
     for d in by_name.values():
         assert d["float32"]["rounds"] == d["int8"]["rounds"] == 2 and d["int8"]["threads"] == 1
         s = Speedup(**d["speedup"])
@@ -419,24 +540,62 @@ def test_bench_on_a_fleet_of_two_runtimes(digits_classifier, start_device, devic
     fleet = data["fleet"]
     ratios = sorted(d["speedup"]["ratio"] for d in by_name.values())
     assert (fleet["devices"], fleet["measured"]) == (2, 2)
-    assert (fleet["speedup_min"], fleet["speedup_median"], fleet["speedup_max"]) == (ratios[0], statistics.median(ratios), ratios[1])
+    assert (fleet["speedup_min"], fleet["speedup_median"], fleet["speedup_max"]) == (
+        ratios[0],
+        statistics.median(ratios),
+        ratios[1],
+    )
     assert fleet["outliers"] == []  # two devices are too few to call one an outlier
     rows = read_csv(out / "digits_bench.csv")
-    assert sorted((r["device"], r["model"]) for r in rows) == [("litert", "float32"), ("litert", "int8"), ("tflite", "float32"), ("tflite", "int8")]
+    assert sorted((r["device"], r["model"]) for r in rows) == [
+        ("litert", "float32"),
+        ("litert", "int8"),
+        ("tflite", "float32"),
+        ("tflite", "int8"),
+    ]
     assert "Fleet: 2 of 2 devices measured" in (out / "digits_bench.md").read_text()
     for d in devices.values():  # both models were deployed through the deployer, on each device's own disk
-        assert sorted(p.name for p in (d.home / "edgeq" / "models").iterdir()) == ["bench-digits-float32", "bench-digits-int8"]
+        assert sorted(p.name for p in (d.home / "edgeq" / "models").iterdir()) == [
+            "bench-digits-float32",
+            "bench-digits-int8",
+        ]
 
 
-def test_bench_with_a_device_down(digits_classifier, start_device, device_pythons, known_hosts_for, down_address, tmp_path):
+def test_bench_with_a_device_down(
+    digits_classifier, start_device, device_pythons, known_hosts_for, down_address, tmp_path
+):
     device = start_device("up")
     host, port = down_address
     inventory = write_inventory(
         tmp_path / "fleet.yml",
-        {"up": ssh_host(device, device_pythons["ai-edge-litert"]), "gone": {"ansible_host": host, "ansible_port": port, "ansible_user": "pi", "ansible_ssh_private_key_file": str(device.key_path)}},
+        {
+            "up": ssh_host(device, device_pythons["ai-edge-litert"]),
+            "gone": {
+                "ansible_host": host,
+                "ansible_port": port,
+                "ansible_user": "pi",
+                "ansible_ssh_private_key_file": str(device.key_path),
+            },
+        },
     )
     out = tmp_path / "out"
-    result = edgeq("bench", digits_classifier, "--calib", CALIB, "-i", inventory, "--known-hosts", known_hosts_for(device), "--retries", 0, "-o", out, *FAST, "--rounds", 1)
+    result = edgeq(
+        "bench",
+        digits_classifier,
+        "--calib",
+        CALIB,
+        "-i",
+        inventory,
+        "--known-hosts",
+        known_hosts_for(device),
+        "--retries",
+        0,
+        "-o",
+        out,
+        *FAST,
+        "--rounds",
+        1,
+    )
     assert result.exit_code == 12, result.output
     assert "Error: 1 of 2 devices did not succeed (1 unreachable)" in result.stderr
     data = json.loads((out / "digits_bench.json").read_text())
@@ -446,8 +605,14 @@ def test_bench_with_a_device_down(digits_classifier, start_device, device_python
     assert "connection refused" in gone["reason"]
     assert (data["fleet"]["devices"], data["fleet"]["measured"]) == (2, 1)
     rows = read_csv(out / "digits_bench.csv")
-    assert [(r["device"], r["model"], r["status"]) for r in rows] == [("up", "float32", "ok"), ("up", "int8", "ok"), ("gone", "", "unreachable")]
-    assert "gone" in (out / "digits_bench.md").read_text() and (out / "digits_bench.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert [(r["device"], r["model"], r["status"]) for r in rows] == [
+        ("up", "float32", "ok"),
+        ("up", "int8", "ok"),
+        ("gone", "", "unreachable"),
+    ]
+    assert (
+        "gone" in (out / "digits_bench.md").read_text() and (out / "digits_bench.png").read_bytes()[:8] == PNG_SIGNATURE
+    )
 
 
 # --------------------------------------------------------------------------- units
@@ -455,12 +620,32 @@ def test_bench_with_a_device_down(digits_classifier, start_device, device_python
 
 def _run(label: str, p50: float) -> ModelRun:
     latencies = (p50 * 0.98, p50, p50 * 1.02)
-    return ModelRun(label, "a" * 12, 1000, "tflite-runtime", "2.14.0", 4, False, 2, summarize_latencies(latencies), latencies, 1.0, 2.0, 40.0, False, None)
+    return ModelRun(
+        label,
+        "a" * 12,
+        1000,
+        "tflite-runtime",
+        "2.14.0",
+        4,
+        False,
+        2,
+        summarize_latencies(latencies),
+        latencies,
+        1.0,
+        2.0,
+        40.0,
+        False,
+        None,
+    )
 
 
 def _bench(name: str, ratio: float, float_p50: float = 10.0) -> DeviceBench:
     return DeviceBench(
-        device=name, target="rpi4b", status="ok", float32=_run("float32", float_p50), int8=_run("int8", float_p50 / ratio),
+        device=name,
+        target="rpi4b",
+        status="ok",
+        float32=_run("float32", float_p50),
+        int8=_run("int8", float_p50 / ratio),
         speedup=Speedup(ratio, ratio * 0.95, ratio * 1.05, 0.95, 2000),
     )
 
@@ -483,17 +668,39 @@ def test_summarize_fleet_flags_the_outlier():
 def _result(latencies: tuple[float, ...], load_ms: float, rss: float, hot: bool = False) -> ProbeResult:
     cool = Thermal(50.0, 1500.0, 1500.0, 0)
     return ProbeResult(
-        device="pi", model="m.tflite", runtime="tflite-runtime", runtime_version="2.14.0", python="3.11.2", numpy="1.26.4",
-        machine="aarch64", cpu_count=4, threads=4, xnnpack=True, delegate_partitions=1, input_source="random", load_ms=load_ms,
-        allocate_ms=0.5, first_inference_ms=3.0, warmup_runs=5, latency=summarize_latencies(latencies), latencies_ms=latencies,
-        peak_rss_mb=rss, thermal_before=cool, thermal_after=Thermal(84.0, 1200.0, 1500.0, 0) if hot else cool,
-        throttled=hot, throttle_reason="CPU at 84 C after the run" if hot else None,
+        device="pi",
+        model="m.tflite",
+        runtime="tflite-runtime",
+        runtime_version="2.14.0",
+        python="3.11.2",
+        numpy="1.26.4",
+        machine="aarch64",
+        cpu_count=4,
+        threads=4,
+        xnnpack=True,
+        delegate_partitions=1,
+        input_source="random",
+        load_ms=load_ms,
+        allocate_ms=0.5,
+        first_inference_ms=3.0,
+        warmup_runs=5,
+        latency=summarize_latencies(latencies),
+        latencies_ms=latencies,
+        peak_rss_mb=rss,
+        thermal_before=cool,
+        thermal_after=Thermal(84.0, 1200.0, 1500.0, 0) if hot else cool,
+        throttled=hot,
+        throttle_reason="CPU at 84 C after the run" if hot else None,
     )
 
 
 def test_pool_pools_every_round():
     model = ModelFile(path="m.tflite", name="m", sha256="b" * 64, size_bytes=12345)
-    results = [_result((1.0, 2.0, 3.0), 10.0, 40.0), _result((4.0, 5.0), 30.0, 60.0, hot=True), _result((6.0,), 20.0, 50.0)]
+    results = [
+        _result((1.0, 2.0, 3.0), 10.0, 40.0),
+        _result((4.0, 5.0), 30.0, 60.0, hot=True),
+        _result((6.0,), 20.0, 50.0),
+    ]
     run = pool("int8", model, results)
     assert run.rounds == 3 and run.latency.count == 3 + 2 + 1
     assert run.latencies_ms == (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
@@ -508,7 +715,9 @@ def test_bench_with_a_bad_model_leaves_no_output_folder(tmp_path):
     bad = tmp_path / "broken.keras"
     bad.write_bytes(b"not a keras file")
     out = tmp_path / "bench-out"
-    result = CliRunner().invoke(cli, ["bench", str(bad), "--calib", str(DIGITS / "calib.npz"), "--target", "host", "-o", str(out)])
+    result = CliRunner().invoke(
+        cli, ["bench", str(bad), "--calib", str(DIGITS / "calib.npz"), "--target", "host", "-o", str(out)]
+    )
     assert result.exit_code == 5, result.output
     assert "Traceback" not in result.output
     assert not out.exists()

@@ -27,7 +27,9 @@ def test_python_dash_m_edgeq_help():
     assert out.returncode == 0 and "convert" in out.stdout and "Exit codes" in out.stdout
 
 
-ALL_COMMANDS = [[name] for name in COMMAND_MODULES] + [["targets", sub] for sub in ("list", "show", "validate", "detect")]
+ALL_COMMANDS = [[name] for name in COMMAND_MODULES] + [
+    ["targets", sub] for sub in ("list", "show", "validate", "detect")
+]
 
 
 @pytest.mark.parametrize("command", ALL_COMMANDS, ids=" ".join)

@@ -17,12 +17,12 @@ import time
 
 import paramiko
 import pytest
-
 from _remote import options, ssh
+
 from edgeq.connection import (
     CommandResult,
-    ConnectOptions,
     Connection,
+    ConnectOptions,
     LocalConnection,
     SSHConnection,
     fingerprint_sha256,
@@ -96,7 +96,9 @@ def test_stdin_reaches_the_command(conn):
 
 def test_large_stdout_and_stderr_together_do_not_deadlock(conn):
     # both streams far beyond the channel window and pipe buffers: read together or it hangs
-    result = conn.run("head -c 4000000 /dev/zero | tr '\\0' o; head -c 4000000 /dev/zero | tr '\\0' e >&2", timeout_s=20)
+    result = conn.run(
+        "head -c 4000000 /dev/zero | tr '\\0' o; head -c 4000000 /dev/zero | tr '\\0' e >&2", timeout_s=20
+    )
     assert len(result.stdout) == 4_000_000 and len(result.stderr) == 4_000_000
 
 
@@ -117,7 +119,7 @@ def test_put_is_atomic_checks_the_size_and_reports_progress(conn, tmp_path):
     source = tmp_path / "model file.bin"
     source.write_bytes(os.urandom(1_500_000))
     seen = []
-    name = "dir with space/it's \"quoted\" $(not run).bin"
+    name = 'dir with space/it\'s "quoted" $(not run).bin'
     sent = conn.put(source, name, progress=lambda done, total: seen.append((done, total)))
     assert sent == 1_500_000 and seen[-1] == (1_500_000, 1_500_000)
     listing = conn.run(f"ls -a {shlex.quote('dir with space')}").stdout
@@ -160,7 +162,9 @@ def test_unknown_host_is_refused_with_its_fingerprint_and_the_way_to_trust_it(de
 
 
 def test_fingerprint_is_openssh_format(device):
-    keygen = subprocess.run(["ssh-keygen", "-lf", str(device.host_key.path) + ".pub"], capture_output=True, text=True, check=True)
+    keygen = subprocess.run(
+        ["ssh-keygen", "-lf", str(device.host_key.path) + ".pub"], capture_output=True, text=True, check=True
+    )
     key = paramiko.Ed25519Key.from_private_key_file(str(device.host_key.path))
     assert fingerprint_sha256(key) == keygen.stdout.split()[1] == device.fingerprint
 
@@ -297,7 +301,9 @@ def test_a_device_that_is_down(down_address):
 
 
 def test_a_device_that_never_answers_times_out(silent_server):
-    conn = SSHConnection(silent_server.host, port=silent_server.port, user="nobody", options=options(connect_timeout_s=1))
+    conn = SSHConnection(
+        silent_server.host, port=silent_server.port, user="nobody", options=options(connect_timeout_s=1)
+    )
     started = time.monotonic()
     with pytest.raises(DeviceUnreachableError, match="no SSH greeting within 1 s"):
         conn.run("true")
@@ -309,7 +315,13 @@ def test_a_stalled_upload_ends_within_the_transfer_timeout(device, cutting_proxy
     known = known_hosts_for(extra_lines=(device.known_hosts_line(host=proxy.host, port=proxy.port),))
     source = tmp_path / "big"
     source.write_bytes(os.urandom(4_000_000))
-    conn = SSHConnection(proxy.host, port=proxy.port, user=device.user, key_files=(str(device.key_path),), options=options(known_hosts=known, transfer_timeout_s=2))
+    conn = SSHConnection(
+        proxy.host,
+        port=proxy.port,
+        user=device.user,
+        key_files=(str(device.key_path),),
+        options=options(known_hosts=known, transfer_timeout_s=2),
+    )
     started = time.monotonic()
     with conn, pytest.raises(DeviceUnreachableError, match="stalled"):
         conn.put(source, "big")
@@ -321,7 +333,13 @@ def test_a_connection_cut_during_an_upload(device, cutting_proxy, known_hosts_fo
     known = known_hosts_for(extra_lines=(device.known_hosts_line(host=proxy.host, port=proxy.port),))
     source = tmp_path / "big"
     source.write_bytes(os.urandom(3_000_000))
-    conn = SSHConnection(proxy.host, port=proxy.port, user=device.user, key_files=(str(device.key_path),), options=options(known_hosts=known))
+    conn = SSHConnection(
+        proxy.host,
+        port=proxy.port,
+        user=device.user,
+        key_files=(str(device.key_path),),
+        options=options(known_hosts=known),
+    )
     with conn, pytest.raises(DeviceUnreachableError, match="connection lost|SSH error"):
         conn.put(source, "big")
     assert not (device.home / "big").exists()
@@ -329,7 +347,9 @@ def test_a_connection_cut_during_an_upload(device, cutting_proxy, known_hosts_fo
 
 def test_ssh_config_gives_hostname_user_port_and_identity_file(tmp_path):
     config = tmp_path / "config"
-    config.write_text("Host kitchen-pi\n  HostName 10.1.2.3\n  User pi\n  Port 2222\n  IdentityFile ~/.ssh/kitchen\nHost *\n  User fallback\n")
+    config.write_text(
+        "Host kitchen-pi\n  HostName 10.1.2.3\n  User pi\n  Port 2222\n  IdentityFile ~/.ssh/kitchen\nHost *\n  User fallback\n"
+    )
     found = read_ssh_config("kitchen-pi", config)
     assert (found.hostname, found.user, found.port) == ("10.1.2.3", "pi", 2222)
     assert found.identity_files == (os.path.expanduser("~/.ssh/kitchen"),)
@@ -344,8 +364,12 @@ def test_ssh_config_gives_hostname_user_port_and_identity_file(tmp_path):
 @pytest.mark.parametrize(
     ("raised", "expected", "text"),
     [
-        (paramiko.ssh_exception.NoValidConnectionsError({("1.2.3.4", 22): ConnectionRefusedError()}), DeviceUnreachableError, "refused"),
-        (socket.timeout("timed out"), DeviceUnreachableError, "no answer within 3 s"),
+        (
+            paramiko.ssh_exception.NoValidConnectionsError({("1.2.3.4", 22): ConnectionRefusedError()}),
+            DeviceUnreachableError,
+            "refused",
+        ),
+        (TimeoutError("timed out"), DeviceUnreachableError, "no answer within 3 s"),
         (socket.gaierror(-2, "Name or service not known"), DeviceUnreachableError, "cannot resolve"),
         (paramiko.AuthenticationException("Authentication failed."), DeviceAuthError, "authentication failed"),
         (paramiko.BadAuthenticationType("bad", ["publickey"]), DeviceAuthError, "accepts: publickey"),
@@ -372,7 +396,9 @@ def test_known_hosts_token():
 
 
 def test_connect_options_files(tmp_path):
-    opts = ConnectOptions(known_hosts=tmp_path / "k", system_known_hosts=tmp_path / "s", user_known_hosts=tmp_path / "u")
+    opts = ConnectOptions(
+        known_hosts=tmp_path / "k", system_known_hosts=tmp_path / "s", user_known_hosts=tmp_path / "u"
+    )
     assert opts.known_hosts_files() == (tmp_path / "s", tmp_path / "u", tmp_path / "k")
     assert opts.known_hosts_write_path() == tmp_path / "k"
     assert ConnectOptions(user_known_hosts=tmp_path / "u").known_hosts_write_path() == tmp_path / "u"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _models import *  # noqa: F403 - session fixtures
+from _models import DIGITS
 from click.testing import CliRunner
 
-from _models import *  # noqa: F401,F403 - session fixtures
-from _models import DIGITS
 from edgeq.cli import cli
 from edgeq.convert import ConvertOptions, convert_model
 from edgeq.errors import ConversionError, ModelError
@@ -35,7 +35,7 @@ def int8_result(digits_classifier, tmp_path_factory):
 
 
 def test_int8_has_int8_io_and_no_float_activations(int8_result):
-    out, result = int8_result
+    out, _result = int8_result
     interp = load_interpreter(out, default_delegates=False)
     assert interp.get_input_details()[0]["dtype"] == np.int8
     assert interp.get_output_details()[0]["dtype"] == np.int8
@@ -54,13 +54,15 @@ def test_int8_weights_are_per_channel(int8_result):
 
 
 def test_report_is_written_next_to_the_model_and_tells_the_truth(int8_result):
-    out, result = int8_result
+    out, _result = int8_result
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["mode"] == "int8" and report["io_type"] == "int8"
     assert report["quantized_size_bytes"] == out.stat().st_size
     assert report["float_size_bytes"] > 2 * report["quantized_size_bytes"]
     assert report["size_ratio"] == pytest.approx(report["quantized_size_bytes"] / report["float_size_bytes"], abs=1e-4)
-    assert report["calibration_samples"] == 200 and report["holdout_samples"] == 140  # 340 samples: 200 calibrate, the other 140 are held out
+    assert (
+        report["calibration_samples"] == 200 and report["holdout_samples"] == 140
+    )  # 340 samples: 200 calibrate, the other 140 are held out
     fid = report["fidelity"]["outputs"][0]
     assert 0.9 <= fid["top1_agreement"] <= 1.0 and fid["sqnr_db"] > 15
     acc = report["accuracy"]
@@ -73,7 +75,9 @@ def test_float_accuracy_matches_keras_itself(int8_result, digits_classifier):
 
     _, result = int8_result
     data = np.load(EVAL)
-    keras_acc = float(np.mean(keras.models.load_model(digits_classifier).predict(data["x"], verbose=0).argmax(1) == data["y"]))
+    keras_acc = float(
+        np.mean(keras.models.load_model(digits_classifier).predict(data["x"], verbose=0).argmax(1) == data["y"])
+    )
     assert result.report.accuracy.float_accuracy == pytest.approx(keras_acc, abs=1 / 357 + 1e-9)
 
 
@@ -113,7 +117,9 @@ def test_saved_model_and_h5_inputs(digits_saved_model, digits_h5, tmp_path):
 
 def test_two_inputs_calibrated_by_name(two_input_model, tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "c.npz", img=rng.random((30, 8, 8, 1), dtype=np.float32), meta=rng.random((30, 4), dtype=np.float32))
+    np.savez(
+        tmp_path / "c.npz", img=rng.random((30, 8, 8, 1), dtype=np.float32), meta=rng.random((30, 4), dtype=np.float32)
+    )
     report = convert_model(two_input_model, tmp_path / "c.npz", tmp_path / "two.tflite").report
     assert sorted(t.name for t in report.summary.inputs) == ["img", "meta"]
     assert all(t.dtype == "int8" for t in report.summary.inputs)
@@ -134,7 +140,9 @@ def test_op_without_int8_kernel_is_named_and_nothing_written(sin_model_dir, vect
     assert "SIN" in err.value.message and "--mode dynamic" in err.value.hint
     assert list(tmp_path.iterdir()) == [vector_calib]
     # the suggested mode works, and --allow-float-ops accepts the mixed model with a warning
-    assert convert_model(sin_model_dir, vector_calib, out, ConvertOptions(mode=QuantMode.DYNAMIC)).report.summary.float_ops
+    assert convert_model(
+        sin_model_dir, vector_calib, out, ConvertOptions(mode=QuantMode.DYNAMIC)
+    ).report.summary.float_ops
     mixed = convert_model(sin_model_dir, vector_calib, out, ConvertOptions(allow_float_ops=True)).report
     assert any("SIN" in w for w in mixed.warnings)
 
@@ -169,7 +177,11 @@ def test_cli_convert_json_and_table(digits_classifier, tmp_path):
         (["{emptydir}", "--calib", "{calib}"], 5, "not a SavedModel directory"),
         (["{corrupt}", "--calib", "{calib}"], 5, "could not load the Keras model"),
         (["{model}", "--calib", "{calib}", "--mode", "int4"], 2, "Invalid value for '--mode'"),
-        (["{model}", "--calib", "{calib}", "--mode", "dynamic", "--io-type", "int8"], 6, "--io-type int8 is not possible with --mode dynamic"),
+        (
+            ["{model}", "--calib", "{calib}", "--mode", "dynamic", "--io-type", "int8"],
+            6,
+            "--io-type int8 is not possible with --mode dynamic",
+        ),
         (["{model}"], 4, "needs calibration data"),
         (["{model}", "--calib", "{tmp}/none.npz"], 4, "none.npz: no such file"),
         (["{model}", "--calib", "{emptydir}"], 4, "no PNG or JPEG images"),
@@ -180,8 +192,15 @@ def test_bad_input_gets_one_clear_line(digits_classifier, tmp_path, args, code, 
     (tmp_path / "model.txt").write_text("hello")
     (tmp_path / "empty").mkdir()
     (tmp_path / "corrupt.keras").write_bytes(b"PK\x03\x04 not really a zip")
-    values = dict(missing=tmp_path / "nope.keras", text=tmp_path / "model.txt", emptydir=tmp_path / "empty",
-                  corrupt=tmp_path / "corrupt.keras", model=digits_classifier, calib=CALIB, tmp=tmp_path)
+    values = dict(
+        missing=tmp_path / "nope.keras",
+        text=tmp_path / "model.txt",
+        emptydir=tmp_path / "empty",
+        corrupt=tmp_path / "corrupt.keras",
+        model=digits_classifier,
+        calib=CALIB,
+        tmp=tmp_path,
+    )
     out = tmp_path / "out.tflite"
     result = run_cli("convert", *[a.format(**values) for a in args], "-o", out)
     assert result.exit_code == code, result.output
@@ -207,7 +226,9 @@ def test_inspect_cli(int8_result, tmp_path):
 
 def test_inspect_per_layer(int8_result, digits_classifier):
     out, _ = int8_result
-    result = run_cli("inspect", out, "--per-layer", "--float-model", digits_classifier, "--calib", CALIB, "--top", "3", "--json")
+    result = run_cli(
+        "inspect", out, "--per-layer", "--float-model", digits_classifier, "--calib", CALIB, "--top", "3", "--json"
+    )
     assert result.exit_code == 0, result.output
     layers = json.loads(result.stdout)["layers"]
     assert len(layers) == 3
@@ -234,7 +255,9 @@ def test_float_reference_is_the_converters_own_float_model(digits_classifier):
 
     loaded = conv.load_float_model(digits_classifier)
     data = {"image": np.load(CALIB)["x"][:20]}
-    converter = conv.converter_for(loaded, QuantMode.INT8, IOType.INT8, lambda: iter([{"image": data["image"][:1]}]), True)
+    converter = conv.converter_for(
+        loaded, QuantMode.INT8, IOType.INT8, lambda: iter([{"image": data["image"][:1]}]), True
+    )
     captured = conv.capture_float_model(converter)
     conv.run_converter(converter, [])
     assert "float" in captured, "TensorFlow no longer calls _optimize_tflite_model: the fallback conversion is used"

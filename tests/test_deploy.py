@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from _remote import active_on_disk, as_device, leftovers, model_folder, options, sha256_of, write_model
 from click.testing import CliRunner
 
-from _remote import active_on_disk, as_device, leftovers, model_folder, options, sha256_of, write_model
 from edgeq.cli import cli
 from edgeq.connection import LocalConnection, open_connection
 from edgeq.deploy import (
@@ -46,7 +46,10 @@ def models(tmp_path):
     """Three versions of a model (a, b, c) of different sizes."""
     folder = tmp_path / "models"
     folder.mkdir()
-    return {key: prepare_model(write_model(folder / f"{key}.tflite", size, seed), NAME) for key, size, seed in (("a", 60_000, 1), ("b", 90_000, 2), ("c", 40_000, 3))}
+    return {
+        key: prepare_model(write_model(folder / f"{key}.tflite", size, seed), NAME)
+        for key, size, seed in (("a", 60_000, 1), ("b", 90_000, 2), ("c", 40_000, 3))
+    }
 
 
 def connector(**overrides):
@@ -67,7 +70,9 @@ def fast(**overrides) -> FleetOptions:
 def deploy(devices, model, known_hosts, **kwargs):
     conn_overrides = kwargs.pop("connect_options", {})
     fleet_options = kwargs.pop("fleet", fast())
-    return deploy_fleet(devices, model, connect=connector(known_hosts=known_hosts, **conn_overrides), options=fleet_options, **kwargs)
+    return deploy_fleet(
+        devices, model, connect=connector(known_hosts=known_hosts, **conn_overrides), options=fleet_options, **kwargs
+    )
 
 
 def only(fleet) -> DeviceResult:
@@ -82,7 +87,9 @@ def assert_active(device, version, sha):
 
 def wait_for_no_leftovers(device, timeout_s=5.0):
     deadline = time.monotonic() + timeout_s
-    while leftovers(device, NAME) and time.monotonic() < deadline:  # the device's script cleans up after its channel closed
+    while (
+        leftovers(device, NAME) and time.monotonic() < deadline
+    ):  # the device's script cleans up after its channel closed
         time.sleep(0.05)
     assert leftovers(device, NAME) == []
 
@@ -93,7 +100,13 @@ def wait_for_no_leftovers(device, timeout_s=5.0):
 def test_first_deploy(device, models):
     model = models["a"]
     result = only(deploy([as_device(device)], model, device.known_hosts))
-    assert (result.status, result.version, result.previous, result.bytes_sent, result.attempts) == (DeviceStatus.OK, model.version, None, model.size_bytes, 1)
+    assert (result.status, result.version, result.previous, result.bytes_sent, result.attempts) == (
+        DeviceStatus.OK,
+        model.version,
+        None,
+        model.size_bytes,
+        1,
+    )
     assert_active(device, model.version, model.sha256)
     folder = model_folder(device, NAME)
     assert (folder / model.version / "model.tflite.sha256").read_text().strip() == model.sha256
@@ -103,7 +116,9 @@ def test_first_deploy(device, models):
     assert (entry["sha256"], entry["size_bytes"], entry["source"]) == (model.sha256, model.size_bytes, "a.tflite")
     assert manifest["history"][-1]["action"] == "deploy" and entry["deployed_at"].endswith("Z")
     owner = (folder / model.version / "model.tflite").stat().st_uid
-    assert owner == device.uid and (folder / "current").is_symlink() and os.readlink(folder / "current") == model.version
+    assert (
+        owner == device.uid and (folder / "current").is_symlink() and os.readlink(folder / "current") == model.version
+    )
 
 
 def test_redeploy_uploads_nothing(device, models):
@@ -112,7 +127,12 @@ def test_redeploy_uploads_nothing(device, models):
     path = model_folder(device, NAME) / model.version / "model.tflite"
     before = path.stat()
     result = only(deploy([as_device(device)], model, device.known_hosts))
-    assert (result.status, result.bytes_sent, result.version, result.previous) == (DeviceStatus.UNCHANGED, 0, model.version, model.version)
+    assert (result.status, result.bytes_sent, result.version, result.previous) == (
+        DeviceStatus.UNCHANGED,
+        0,
+        model.version,
+        model.version,
+    )
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
@@ -216,17 +236,20 @@ def test_remove_versions_and_the_whole_model(device, models):
     assert not (model_folder(device, NAME) / models["a"].version).exists()
     assert_active(device, models["c"].version, models["c"].sha256)
     everything = only(remove_fleet([dev], NAME, connect=connect, options=fast()))
-    assert everything.status is DeviceStatus.OK and set(everything.removed) == {models["b"].version, models["c"].version}
+    assert everything.status is DeviceStatus.OK and set(everything.removed) == {
+        models["b"].version,
+        models["c"].version,
+    }
     assert not model_folder(device, NAME).exists()
     gone = only(remove_fleet([dev], NAME, connect=connect, options=fast()))
     assert gone.status is DeviceStatus.UNCHANGED
 
 
 def test_paths_with_spaces_and_quotes_are_quoted(device, models):
-    dev = as_device(device, remote_dir="my models/it's \"$(x)\"")
+    dev = as_device(device, remote_dir='my models/it\'s "$(x)"')
     result = only(deploy([dev], models["a"], device.known_hosts))
     assert result.status is DeviceStatus.OK
-    model = device.home / "my models" / "it's \"$(x)\"" / "models" / NAME / models["a"].version / "model.tflite"
+    model = device.home / "my models" / 'it\'s "$(x)"' / "models" / NAME / models["a"].version / "model.tflite"
     assert sha256_of(model) == models["a"].sha256
 
 
@@ -236,13 +259,18 @@ def test_other_login_shells(start_device, models, shell):
     dev = as_device(device)
     assert only(deploy([dev], models["a"], device.known_hosts)).status is DeviceStatus.OK
     assert only(deploy([dev], models["b"], device.known_hosts)).status is DeviceStatus.OK
-    assert only(rollback_fleet([dev], NAME, connect=connector(known_hosts=device.known_hosts), options=fast())).version == models["a"].version
+    assert (
+        only(rollback_fleet([dev], NAME, connect=connector(known_hosts=device.known_hosts), options=fast())).version
+        == models["a"].version
+    )
     assert_active(device, models["a"].version, models["a"].sha256)
 
 
 def test_an_unwritable_remote_dir_is_one_clear_reason(device, models):
     result = only(deploy([as_device(device, remote_dir="/proc/edgeq")], models["a"], device.known_hosts))
-    assert result.status is DeviceStatus.FAILED and result.reason.startswith("cannot create /proc/edgeq/models/digits/.incoming: ")
+    assert result.status is DeviceStatus.FAILED and result.reason.startswith(
+        "cannot create /proc/edgeq/models/digits/.incoming: "
+    )
 
 
 def test_absolute_remote_dir(device, models):
@@ -286,9 +314,13 @@ def test_changed_host_key_is_refused_even_when_trusting_new_hosts(deployed, mode
 def test_authentication_failure(deployed, models, tmp_path):
     from sshd import make_key
 
-    device, dev = deployed
+    device, _dev = deployed
     stranger = make_key(tmp_path / "stranger")
-    result = only(deploy([as_device(device, key_files=(str(stranger.path),))], models["b"], device.known_hosts, fleet=fast(retries=2)))
+    result = only(
+        deploy(
+            [as_device(device, key_files=(str(stranger.path),))], models["b"], device.known_hosts, fleet=fast(retries=2)
+        )
+    )
     assert (result.status, result.error_code, result.attempts) == (DeviceStatus.FAILED, 8, 1)  # never retried
     assert_active(device, models["a"].version, models["a"].sha256)
 
@@ -376,7 +408,11 @@ def test_a_stalled_upload_ends_within_the_transfer_timeout(deployed, models, cut
     proxy = cutting_proxy(device, cut_after_bytes=800_000, mode="stall")
     known = known_hosts_for(extra_lines=(device.known_hosts_line(host=proxy.host, port=proxy.port),))
     started = time.monotonic()
-    result = only(deploy([_through(proxy, device)], big, known, connect_options={"transfer_timeout_s": 2.0, "command_timeout_s": 2.0}))
+    result = only(
+        deploy(
+            [_through(proxy, device)], big, known, connect_options={"transfer_timeout_s": 2.0, "command_timeout_s": 2.0}
+        )
+    )
     assert result.status is DeviceStatus.UNREACHABLE and "stalled" in result.reason, result
     assert time.monotonic() - started < 4 + 5  # the session's transfer + command timeouts, plus slack
     proxy.close()
@@ -422,7 +458,9 @@ def test_a_fleet_with_every_device_accounted_for(start_device, models, known_hos
     for d in good:
         assert_active(d, models["a"].version, models["a"].sha256)
     data = fleet.to_dict()
-    assert data["ok"] is False and data["results"][4]["status"] == "unreachable" and data["results"][3]["error_code"] == 8
+    assert (
+        data["ok"] is False and data["results"][4]["status"] == "unreachable" and data["results"][3]["error_code"] == 8
+    )
 
 
 def test_canary_failure_stops_the_rollout(start_device, models, known_hosts_for):
@@ -469,10 +507,17 @@ def test_run_fleet_bounds_concurrency_and_survives_bugs():
             raise ZeroDivisionError("boom")
         return DeviceResult(device.name, device.destination, "x", "m", DeviceStatus.OK)
 
-    devices = [Device(name=f"d{i}", address=f"10.0.0.{i}", user="u") for i in range(10)] + [Device(name="buggy", address="10.0.1.1", user="u")]
-    fleet = run_fleet(devices, operation, connect=lambda d: Conn(), action="x", model="m", options=FleetOptions(concurrency=3))
+    devices = [Device(name=f"d{i}", address=f"10.0.0.{i}", user="u") for i in range(10)] + [
+        Device(name="buggy", address="10.0.1.1", user="u")
+    ]
+    fleet = run_fleet(
+        devices, operation, connect=lambda d: Conn(), action="x", model="m", options=FleetOptions(concurrency=3)
+    )
     assert peak <= 3 and [r.status for r in fleet.results][:10] == [DeviceStatus.OK] * 10
-    assert fleet.results[10].status is DeviceStatus.FAILED and "internal error: ZeroDivisionError" in fleet.results[10].reason
+    assert (
+        fleet.results[10].status is DeviceStatus.FAILED
+        and "internal error: ZeroDivisionError" in fleet.results[10].reason
+    )
 
 
 # --------------------------------------------------------------------------- the same deploys on this machine (LocalConnection)
@@ -526,7 +571,12 @@ def test_prepare_model(tmp_path):
 
 def test_versions_to_prune_by_last_activation():
     history = [{"version": v} for v in ("aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc", "aaaaaaaaaaaa")]
-    state = _State(current="aaaaaaaaaaaa", versions=("aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc", "dddddddddddd"), free_bytes=None, manifest={"history": history})
+    state = _State(
+        current="aaaaaaaaaaaa",
+        versions=("aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc", "dddddddddddd"),
+        free_bytes=None,
+        manifest={"history": history},
+    )
     assert _versions_to_prune(state, "eeeeeeeeeeee", 3) == ["bbbbbbbbbbbb", "dddddddddddd"]
     assert _versions_to_prune(state, "aaaaaaaaaaaa", 1) == ["cccccccccccc", "bbbbbbbbbbbb", "dddddddddddd"]
 
@@ -548,7 +598,12 @@ def test_cli_deploy_status_rollback_remove(device, models):
     assert "ok" in first.stdout and models["a"].version in first.stdout and "1 device: 1 ok" in first.stdout
     again = _cli("deploy", models["a"].path, "--name", NAME, "--json", *common, *key)
     data = json.loads(again.stdout)
-    assert again.exit_code == 0 and data["ok"] and data["results"][0]["status"] == "unchanged" and data["results"][0]["bytes_sent"] == 0
+    assert (
+        again.exit_code == 0
+        and data["ok"]
+        and data["results"][0]["status"] == "unchanged"
+        and data["results"][0]["bytes_sent"] == 0
+    )
     _cli("deploy", models["b"].path, "--name", NAME, *common, *key)
     status = _cli("status", "--name", NAME, "--json", *common, *key)
     assert status.exit_code == 0 and json.loads(status.stdout)["results"][0]["state"]["current"] == models["b"].version
@@ -584,25 +639,68 @@ def test_cli_tampered_status_exits_12_with_one_line(device, models):
 def test_cli_unknown_host_shows_the_fingerprint_and_the_hint(device, models, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.touch()
-    result = _cli("deploy", models["a"].path, "--host", device.spec, "--known-hosts", empty, "--ssh-config", _ssh_config_with_key(device))
+    result = _cli(
+        "deploy",
+        models["a"].path,
+        "--host",
+        device.spec,
+        "--known-hosts",
+        empty,
+        "--ssh-config",
+        _ssh_config_with_key(device),
+    )
     assert result.exit_code == 12
     assert device.fingerprint in result.stderr and "Hint: " in result.stderr and "--trust-new-hosts" in result.stderr
-    trusted = _cli("deploy", models["a"].path, "--host", device.spec, "--known-hosts", empty, "--ssh-config", _ssh_config_with_key(device), "--trust-new-hosts")
-    assert trusted.exit_code == 0 and "Warning: trusted the new host key" in trusted.stderr and device.fingerprint in trusted.stderr
+    trusted = _cli(
+        "deploy",
+        models["a"].path,
+        "--host",
+        device.spec,
+        "--known-hosts",
+        empty,
+        "--ssh-config",
+        _ssh_config_with_key(device),
+        "--trust-new-hosts",
+    )
+    assert (
+        trusted.exit_code == 0
+        and "Warning: trusted the new host key" in trusted.stderr
+        and device.fingerprint in trusted.stderr
+    )
     assert empty.read_text().strip() == device.known_hosts_line()
 
 
 def test_cli_inventory_limit_and_partial_failure(start_device, models, tmp_path, known_hosts_for, down_address):
     devices = [start_device(f"inv{i}") for i in range(2)]
     host, port = down_address
-    lines = ["all:", "  vars:", f"    ansible_ssh_private_key_file: {devices[0].key_path}", "  children:", "    shelf:", "      hosts:"]
+    lines = [
+        "all:",
+        "  vars:",
+        f"    ansible_ssh_private_key_file: {devices[0].key_path}",
+        "  children:",
+        "    shelf:",
+        "      hosts:",
+    ]
     for d in devices:
-        lines += [f"        {d.name}:", f"          ansible_host: {d.host}", f"          ansible_port: {d.port}", f"          ansible_user: {d.user}"]
-    lines += ["    broken:", "      hosts:", "        gone:", f"          ansible_host: {host}", f"          ansible_port: {port}"]
+        lines += [
+            f"        {d.name}:",
+            f"          ansible_host: {d.host}",
+            f"          ansible_port: {d.port}",
+            f"          ansible_user: {d.user}",
+        ]
+    lines += [
+        "    broken:",
+        "      hosts:",
+        "        gone:",
+        f"          ansible_host: {host}",
+        f"          ansible_port: {port}",
+    ]
     inventory = tmp_path / "fleet.yml"
     inventory.write_text("\n".join(lines) + "\n")
     known = known_hosts_for(*devices)
-    shelf = _cli("deploy", models["a"].path, "-i", inventory, "--limit", "shelf", "--known-hosts", known, "--retries", 0)
+    shelf = _cli(
+        "deploy", models["a"].path, "-i", inventory, "--limit", "shelf", "--known-hosts", known, "--retries", 0
+    )
     assert shelf.exit_code == 0 and "2 devices: 2 ok" in shelf.stdout
     everything = _cli("deploy", models["a"].path, "-i", inventory, "--known-hosts", known, "--retries", 0, "--json")
     assert everything.exit_code == 12
@@ -639,7 +737,20 @@ def test_cli_bad_input_is_one_line_before_any_connection(args, code, text, model
 def test_device_commands_share_the_options():
     for command in ("deploy", "status", "rollback", "remove"):
         result = CliRunner().invoke(cli, [command, "--help"])
-        for option in ("--host", "--inventory", "--limit", "--target", "--known-hosts", "--trust-new-hosts", "--ssh-config", "--concurrency", "--connect-timeout", "--command-timeout", "--transfer-timeout", "--retries"):
+        for option in (
+            "--host",
+            "--inventory",
+            "--limit",
+            "--target",
+            "--known-hosts",
+            "--trust-new-hosts",
+            "--ssh-config",
+            "--concurrency",
+            "--connect-timeout",
+            "--command-timeout",
+            "--transfer-timeout",
+            "--retries",
+        ):
             assert option in result.output, (command, option)
 
 

@@ -7,9 +7,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _remote import as_device, ssh
 from click.testing import CliRunner
 
-from _remote import as_device, ssh
 from edgeq.cli import cli
 from edgeq.detect import DeviceFacts, detect_device, match_targets, parse_facts, read_facts, suggest_target_toml
 from edgeq.errors import ProbeOutputError
@@ -23,7 +23,10 @@ PI4_CPUINFO = "\n".join(
 )
 
 
-def _pi4_output(bits: str = "64", python: str = '{"version": "3.11.2", "bits": 64, "runtimes": {"tflite-runtime": "2.14.0", "numpy": "1.26.4"}, "broken": {}}') -> str:
+def _pi4_output(
+    bits: str = "64",
+    python: str = '{"version": "3.11.2", "bits": 64, "runtimes": {"tflite-runtime": "2.14.0", "numpy": "1.26.4"}, "broken": {}}',
+) -> str:
     return textwrap.dedent(
         f"""\
         @@uname
@@ -71,7 +74,12 @@ def test_a_pi_4_matches_rpi4b_and_a_32_bit_userland_rpi4b_32bit():
     best = match_targets(parse_facts(_pi4_output()), targets)[0]
     assert best.target == "rpi4b" and best.specific
     assert any("1800 MHz" in note for note in best.notes)  # a C0-stepping board: the note says what differs
-    armv7 = parse_facts(_pi4_output(bits="32").replace("fp asimd evtstrm crc32 cpuid", "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm crc32"))
+    armv7 = parse_facts(
+        _pi4_output(bits="32").replace(
+            "fp asimd evtstrm crc32 cpuid",
+            "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm crc32",
+        )
+    )
     assert armv7.arch == "armv7l"
     assert match_targets(armv7, targets)[0].target == "rpi4b-32bit"
 
@@ -82,13 +90,36 @@ def test_incomplete_output_is_a_probe_output_error():
 
 
 def test_the_suggested_toml_is_a_valid_target(tmp_path):
-    facts = DeviceFacts("box", "aarch64", "aarch64", "6.1", "Acme Board X1 Rev 2", "Cortex-A55", ("neon", "asimddp"), 8, 2000, 7800, "Ubuntu 24.04", "/usr/bin/python3", "3.12.3", {"ai-edge-litert": "1.2.0"}, {})
+    facts = DeviceFacts(
+        "box",
+        "aarch64",
+        "aarch64",
+        "6.1",
+        "Acme Board X1 Rev 2",
+        "Cortex-A55",
+        ("neon", "asimddp"),
+        8,
+        2000,
+        7800,
+        "Ubuntu 24.04",
+        "/usr/bin/python3",
+        "3.12.3",
+        {"ai-edge-litert": "1.2.0"},
+        {},
+    )
     assert match_targets(facts, list_targets())[0].specific is False
     text = suggest_target_toml(facts, extends="generic-aarch64-linux")
     path = tmp_path / "acme-board-x1.toml"
     path.write_text(text)
     target = load_target(path)
-    assert (target.name, target.cpu.model, target.cpu.cores, target.memory_mb, target.runtimes, target.deploy.transport) == (
+    assert (
+        target.name,
+        target.cpu.model,
+        target.cpu.cores,
+        target.memory_mb,
+        target.runtimes,
+        target.deploy.transport,
+    ) == (
         "acme-board-x1",
         "Cortex-A55",
         8,
@@ -102,16 +133,25 @@ def _fake_runtimes(device) -> None:
     """A tflite_runtime that imports and an ai_edge_litert that does not, in the device user's site-packages."""
     import subprocess
 
-    site = subprocess.run(["/usr/bin/python3", "-c", "import site; print(site.getusersitepackages())"], capture_output=True, text=True, env={"HOME": str(device.home)}).stdout.strip()
+    site = subprocess.run(
+        ["/usr/bin/python3", "-c", "import site; print(site.getusersitepackages())"],
+        capture_output=True,
+        text=True,
+        env={"HOME": str(device.home)},
+    ).stdout.strip()
     root = Path(site)
     (root / "tflite_runtime").mkdir(parents=True)
     (root / "tflite_runtime" / "__init__.py").write_text("")
     (root / "tflite_runtime" / "interpreter.py").write_text("class Interpreter: pass\n")
     (root / "tflite_runtime-2.14.0.dist-info").mkdir()
-    (root / "tflite_runtime-2.14.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: tflite-runtime\nVersion: 2.14.0\n")
+    (root / "tflite_runtime-2.14.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tflite-runtime\nVersion: 2.14.0\n"
+    )
     (root / "ai_edge_litert").mkdir()
     (root / "ai_edge_litert" / "__init__.py").write_text("")
-    (root / "ai_edge_litert" / "interpreter.py").write_text("raise ImportError('numpy.core.multiarray failed to import')\n")
+    (root / "ai_edge_litert" / "interpreter.py").write_text(
+        "raise ImportError('numpy.core.multiarray failed to import')\n"
+    )
     subprocess.run(["chown", "-R", f"{device.uid}", str(device.home / ".local")], check=True)
 
 
@@ -125,7 +165,11 @@ def test_facts_from_a_real_device(device):
     assert facts.python == "/usr/bin/python3" and facts.python_version.startswith("3.")
     assert facts.runtimes.get("tflite-runtime") == "2.14.0"
     assert "numpy.core.multiarray" in facts.broken_runtimes["ai-edge-litert"]
-    assert detection.matches[0].target == "x86_64-linux" and detection.toml and 'extends = "x86_64-linux"' in detection.toml
+    assert (
+        detection.matches[0].target == "x86_64-linux"
+        and detection.toml
+        and 'extends = "x86_64-linux"' in detection.toml
+    )
 
 
 def test_a_device_without_the_python_asked_for(device):
@@ -140,7 +184,11 @@ def test_cli_targets_detect(device, tmp_path):
     common = ["--host", device.spec, "--known-hosts", str(device.known_hosts), "--ssh-config", str(config)]
     shown = CliRunner().invoke(cli, ["targets", "detect", *common])
     assert shown.exit_code == 0, shown.output
-    assert "x86_64" in shown.stdout and "no specific target matches; closest: x86_64-linux" in shown.stdout and "[cpu]" in shown.stdout
+    assert (
+        "x86_64" in shown.stdout
+        and "no specific target matches; closest: x86_64-linux" in shown.stdout
+        and "[cpu]" in shown.stdout
+    )
     as_json = CliRunner().invoke(cli, ["targets", "detect", "--json", *common])
     data = json.loads(as_json.stdout)
     assert data["results"][0]["data"]["facts"]["arch"] == "x86_64" and data["results"][0]["status"] == "ok"

@@ -88,7 +88,20 @@ def test_parse_host_spec(text, user, address, port):
     assert (spec.user, spec.address, spec.port) == (user, address, port)
 
 
-@pytest.mark.parametrize("text", ["", "pi@", "a b", "pi@host:99999", "pi@host:x", "bad;user@host", "pi@host;rm -rf /", "pi@[::1", "pi@-oProxyCommand=x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "pi@",
+        "a b",
+        "pi@host:99999",
+        "pi@host:x",
+        "bad;user@host",
+        "pi@host;rm -rf /",
+        "pi@[::1",
+        "pi@-oProxyCommand=x",
+    ],
+)
 def test_parse_host_spec_refuses(text):
     with pytest.raises(EdgeqError):
         parse_host_spec(text)
@@ -122,8 +135,14 @@ def test_variables_merge_like_ansible(fleet):
 
 def test_resolved_devices(fleet):
     devices = {d.name: d for d in resolve_devices(fleet.select())}
-    assert devices["gateway"] == Device(name="gateway", address="10.0.0.1", user="pi", remote_dir="/opt/edgeq", groups=())
-    assert (devices["pi-02"].address, devices["pi-02"].port, devices["pi-02"].python) == ("pi-02", 2222, "/usr/bin/python3.11")
+    assert devices["gateway"] == Device(
+        name="gateway", address="10.0.0.1", user="pi", remote_dir="/opt/edgeq", groups=()
+    )
+    assert (devices["pi-02"].address, devices["pi-02"].port, devices["pi-02"].python) == (
+        "pi-02",
+        2222,
+        "/usr/bin/python3.11",
+    )
     assert devices["bench"].key_files == (os.path.expanduser("~/.ssh/lab_key"),) and devices["bench"].user == "lab"
 
 
@@ -208,7 +227,9 @@ def test_ssh_config_applies_to_aliases_but_explicit_values_win(tmp_path):
     config = tmp_path / "ssh_config"
     key = tmp_path / "id_kitchen"
     key.write_text("x")
-    config.write_text(f"Host kitchen\n  HostName 10.1.1.1\n  User cfguser\n  Port 2200\n  IdentityFile {key}\n  IdentityFile {tmp_path}/missing\n")
+    config.write_text(
+        f"Host kitchen\n  HostName 10.1.1.1\n  User cfguser\n  Port 2200\n  IdentityFile {key}\n  IdentityFile {tmp_path}/missing\n"
+    )
     entries = host_entries_from_specs([parse_host_spec("kitchen"), parse_host_spec("me@kitchen:22")])
     first, second = resolve_devices(entries[:1], ssh_config=config) + resolve_devices(entries[1:], ssh_config=config)
     assert (first.address, first.user, first.port, first.key_files) == ("10.1.1.1", "cfguser", 2200, (str(key),))
@@ -225,8 +246,28 @@ def test_a_host_behind_a_proxy_is_refused_rather_than_reached_directly(tmp_path)
 def test_target_defaults_come_after_inventory_and_ssh_config():
     loader = lambda name: _target(user="tuser", port=2022, remote_dir="models-here", keep_versions=5)  # noqa: E731
     plain = resolve_devices([HostEntry("a", {"edgeq_target": "fake"})], target_loader=loader)[0]
-    assert (plain.user, plain.port, plain.remote_dir, plain.keep_versions, plain.target) == ("tuser", 2022, "models-here", 5, "fake")
-    given = resolve_devices([HostEntry("a", {"edgeq_target": "fake", "ansible_user": "u", "ansible_port": "23", "edgeq_remote_dir": "~/mine", "edgeq_keep_versions": 2})], target_loader=loader)[0]
+    assert (plain.user, plain.port, plain.remote_dir, plain.keep_versions, plain.target) == (
+        "tuser",
+        2022,
+        "models-here",
+        5,
+        "fake",
+    )
+    given = resolve_devices(
+        [
+            HostEntry(
+                "a",
+                {
+                    "edgeq_target": "fake",
+                    "ansible_user": "u",
+                    "ansible_port": "23",
+                    "edgeq_remote_dir": "~/mine",
+                    "edgeq_keep_versions": 2,
+                },
+            )
+        ],
+        target_loader=loader,
+    )[0]
     assert (given.user, given.port, given.remote_dir, given.keep_versions) == ("u", 23, "mine", 2)
 
 
@@ -243,7 +284,13 @@ def test_target_option_overrides_edgeq_target():
 
 def test_bundled_targets_resolve():
     device = resolve_devices(host_entries_from_specs([parse_host_spec("pi@10.0.0.5")]), target="rpi4b")[0]
-    assert (device.target, device.port, device.remote_dir, device.keep_versions, device.transport) == ("rpi4b", 22, "edgeq", 3, "ssh")
+    assert (device.target, device.port, device.remote_dir, device.keep_versions, device.transport) == (
+        "rpi4b",
+        22,
+        "edgeq",
+        3,
+        "ssh",
+    )
     local = resolve_devices([HostEntry("host", {}, source="--target")], target="host")[0]
     assert local.transport == "local" and local.destination == "local"
 
@@ -255,7 +302,11 @@ def test_unknown_target_is_a_target_file_error():
 
 def test_local_target_takes_no_host():
     with pytest.raises(EdgeqError, match="takes no --host"):
-        resolve_devices(host_entries_from_specs([parse_host_spec("pi@10.0.0.5")]), target_loader=lambda n: _target(transport="local"), target="x")
+        resolve_devices(
+            host_entries_from_specs([parse_host_spec("pi@10.0.0.5")]),
+            target_loader=lambda n: _target(transport="local"),
+            target="x",
+        )
 
 
 def test_ansible_connection_local():
@@ -304,9 +355,16 @@ def test_an_inventory_host_reached_through_an_ssh_config_alias(device, tmp_path)
     from edgeq.connection import open_connection
 
     config = tmp_path / "ssh_config"
-    config.write_text(f"Host lab-pi\n  HostName {device.host}\n  User {device.user}\n  Port {device.port}\n  IdentityFile {device.key_path}\n")
+    config.write_text(
+        f"Host lab-pi\n  HostName {device.host}\n  User {device.user}\n  Port {device.port}\n  IdentityFile {device.key_path}\n"
+    )
     inventory = load_inventory(_write(tmp_path, "all:\n  children:\n    lab:\n      hosts:\n        lab-pi:\n"))
     (found,) = resolve_devices(inventory.select("lab"), ssh_config=config)
-    assert (found.address, found.port, found.user, found.key_files) == (device.host, device.port, device.user, (str(device.key_path),))
+    assert (found.address, found.port, found.user, found.key_files) == (
+        device.host,
+        device.port,
+        device.user,
+        (str(device.key_path),),
+    )
     with open_connection(found, options(device)) as conn:
         assert conn.run("whoami").stdout.strip() == device.user

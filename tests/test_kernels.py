@@ -56,9 +56,18 @@ EXPECTED = {
     "dynamic-per-tensor": {"dynamic:CONV_2D", "dynamic:FULLY_CONNECTED"},
     "dynamic-int4": {"int4-weights-dynamic:CONV_2D", "int4-weights-dynamic:FULLY_CONNECTED"},
     "int8-float-fc": {"per-channel:FULLY_CONNECTED"},
-    "int8-int16-conv": {"int16-activations", "requantize-int8-int16", "requantize-int16-int8", "per-channel:FULLY_CONNECTED"},
+    "int8-int16-conv": {
+        "int16-activations",
+        "requantize-int8-int16",
+        "requantize-int16-int8",
+        "per-channel:FULLY_CONNECTED",
+    },
     "int16-first-per-tensor": {"int16-activations", "requantize-int16-int8"},
-    "b-dynamic": {"dynamic-per-channel:DEPTHWISE_CONV_2D", "dynamic-per-channel:TRANSPOSE_CONV", "dynamic-per-channel:FULLY_CONNECTED"},
+    "b-dynamic": {
+        "dynamic-per-channel:DEPTHWISE_CONV_2D",
+        "dynamic-per-channel:TRANSPOSE_CONV",
+        "dynamic-per-channel:FULLY_CONNECTED",
+    },
     "b-dynamic-tconv-per-tensor": {"dynamic:TRANSPOSE_CONV"},
     "b-int16x8-per-tensor": {"int16-activations"},
 }
@@ -67,7 +76,12 @@ EXPECTED = {
 def _rule(regex: str, op: str, activation_bits: int | None, weight_bits: int, granularity: str = "CHANNELWISE") -> dict:
     """A litert-quantizer rule: static with activation bits, or dynamic-range (activation_bits None)."""
     config = {
-        "weight_tensor_config": {"num_bits": weight_bits, "symmetric": True, "granularity": granularity, "dtype": "INT"},
+        "weight_tensor_config": {
+            "num_bits": weight_bits,
+            "symmetric": True,
+            "granularity": granularity,
+            "dtype": "INT",
+        },
         "compute_precision": "INTEGER",
         "explicit_dequantize": False,
         "skip_checks": False,
@@ -131,7 +145,9 @@ def variants() -> dict[str, bytes]:
     def raw(graph: FloatGraph, stats, rules) -> bytes:
         with captured_native_output():
             q = quantizer.Quantizer(bytearray(graph.model), rules)
-            return bytes(q.quantize(stats if q.need_calibration else None, enable_progress_report=False).quantized_model)
+            return bytes(
+                q.quantize(stats if q.need_calibration else None, enable_progress_report=False).quantized_model
+            )
 
     int8, int16, int4, flt = Precision.INT8, Precision.INT16, Precision.INT4, Precision.FLOAT
     made = {
@@ -152,9 +168,15 @@ def variants() -> dict[str, bytes]:
         "dynamic-int4": raw(cnn, None, [_rule(".*", "*", None, 4)]),
         "int8-float-fc": cnn.quantize(QuantMode.INT8, cnn_stats, [Override(flt, layer=fc_a.exact_pattern)]),
         "int8-int16-conv": cnn.quantize(QuantMode.INT8, cnn_stats, [Override(int16, layer=conv_b.exact_pattern)]),
-        "int16-first-per-tensor": raw(cnn, cnn_stats, [
-            _rule(".*", "*", 8, 8, "TENSORWISE"), _rule(".*", "INPUT", 16, 8, "TENSORWISE"), _rule(conv_a.exact_pattern, "*", 16, 8, "TENSORWISE"),
-        ]),  # fmt: skip
+        "int16-first-per-tensor": raw(
+            cnn,
+            cnn_stats,
+            [
+                _rule(".*", "*", 8, 8, "TENSORWISE"),
+                _rule(".*", "INPUT", 16, 8, "TENSORWISE"),
+                _rule(conv_a.exact_pattern, "*", 16, 8, "TENSORWISE"),
+            ],
+        ),
         "b-float32": other.model,
         "b-dynamic": other.quantize(QuantMode.DYNAMIC, None),
         "b-dynamic-tconv-per-tensor": raw(other, None, [_rule(".*", "CONV_2D_TRANSPOSE", None, 8, "TENSORWISE")]),
@@ -168,7 +190,7 @@ def variants() -> dict[str, bytes]:
 # Runs every .tflite of a folder: allocate_tensors(), then invoke() on 4 random inputs; prints JSON
 # {name: {"error": str} | {"outputs": [[...], ...]}} (outputs dequantized). Python 3.8+ and numpy 1.x or 2.x.
 _RUNNER = textwrap.dedent(
-    '''
+    """
     import glob, json, os, sys
     import numpy as np
     family = sys.argv[2]
@@ -209,7 +231,7 @@ _RUNNER = textwrap.dedent(
         except Exception as exc:
             results[name] = {"error": " ".join(str(exc).split())[:300]}
     print(json.dumps({"version": version, "results": results}))
-    '''
+    """
 )
 
 
@@ -262,7 +284,9 @@ def _assert_table_matches(measured: Measured, variants: dict[str, bytes]) -> Non
         if claimed != (status == "runs"):
             reasons = unsupported(variants[name], measured.family, measured.version)
             wrong.append(f"{name}: measured {status!r}, the table says {'runs' if claimed else reasons}")
-    assert not wrong, f"edgeq.kernels.CAPABILITIES disagrees with {measured.family} {measured.version}:\n" + "\n".join(wrong)
+    assert not wrong, f"edgeq.kernels.CAPABILITIES disagrees with {measured.family} {measured.version}:\n" + "\n".join(
+        wrong
+    )
 
 
 def test_the_table_matches_tflite_runtime(variants, variant_dir):
@@ -270,7 +294,9 @@ def test_the_table_matches_tflite_runtime(variants, variant_dir):
     if not TFLITE_RUNTIME_PYTHON.exists():
         pytest.skip(f"no tflite-runtime environment at {TFLITE_RUNTIME_PYTHON}")
     measured = _measure(str(TFLITE_RUNTIME_PYTHON), "tflite-runtime", variant_dir)
-    assert parse_version(measured.version) == parse_version("2.14.0"), "the env should hold tflite-runtime's final release"
+    assert parse_version(measured.version) == parse_version("2.14.0"), (
+        "the env should hold tflite-runtime's final release"
+    )
     _assert_table_matches(measured, variants)
     # the headline facts, spelled out
     assert measured.status["w4a8-conv-only"] == "runs"
@@ -287,7 +313,9 @@ def test_the_table_matches_ai_edge_litert_and_tensorflow_here(variants, variant_
     for family in ("ai-edge-litert", "tensorflow"):
         measured = _measure(sys.executable, family, variant_dir)
         if parse_version(measured.version) > parse_version(NEWEST[family]):
-            pytest.fail(f"{family} {measured.version} is newer than the table ({NEWEST[family]}): measure it and update edgeq.kernels")
+            pytest.fail(
+                f"{family} {measured.version} is newer than the table ({NEWEST[family]}): measure it and update edgeq.kernels"
+            )
         _assert_table_matches(measured, variants)
 
 
@@ -318,7 +346,10 @@ def test_weights_per_op_type(variants):
     assert w4a8_conv.weights == {"CONV_2D": {"int4": 2}, "FULLY_CONNECTED": {"int8": 2}}
     assert w4a8_conv.weights_text() == "int4: CONV_2D x2; stayed int8: FULLY_CONNECTED x2"
     assert inspect_kernels(variants["int8"]).weights_text() == "int8: CONV_2D x2, FULLY_CONNECTED x2"
-    assert inspect_kernels(variants["int4-weight"]).weights == {"CONV_2D": {"int4->float": 2}, "FULLY_CONNECTED": {"int4->float": 2}}
+    assert inspect_kernels(variants["int4-weight"]).weights == {
+        "CONV_2D": {"int4->float": 2},
+        "FULLY_CONNECTED": {"int4->float": 2},
+    }
     for name, data in variants.items():  # the same census the conversion report shows
         assert inspect_kernels(data).weights == weight_census(data), name
 
@@ -371,9 +402,13 @@ def test_unsupported_says_why_and_what_has_it(variants):
     w4a8 = variants["w4a8"]
     reasons = unsupported(w4a8, "tflite-runtime", "2.14")
     assert len(reasons) == 1
-    assert reasons[0].startswith("tflite-runtime 2.14 has no FULLY_CONNECTED kernel for int4 weights with int8 activations (measured: fails at prepare")
+    assert reasons[0].startswith(
+        "tflite-runtime 2.14 has no FULLY_CONNECTED kernel for int4 weights with int8 activations (measured: fails at prepare"
+    )
     assert reasons[0].endswith("ai-edge-litert >= 1.1.0 and tensorflow >= 2.19.1 have it")
-    assert unsupported(w4a8, "tflite-runtime", None) == tuple(r.replace("2.14 ", f"{NEWEST['tflite-runtime']} (the newest release edgeq knows) ", 1) for r in reasons)
+    assert unsupported(w4a8, "tflite-runtime", None) == tuple(
+        r.replace("2.14 ", f"{NEWEST['tflite-runtime']} (the newest release edgeq knows) ", 1) for r in reasons
+    )
     assert unsupported(w4a8, "ai-edge-litert", None) == () and runs_on(w4a8, "ai-edge-litert", "1.1.0")
     assert "ai-edge-litert 1.0.1 has no FULLY_CONNECTED kernel" in unsupported(w4a8, "ai-edge-litert", "1.0.1")[0]
     assert unsupported(variants["w4a8-conv-only"], "tflite-runtime", "2.14.0") == ()
@@ -410,9 +445,14 @@ def test_check_refuses_w4a8_with_fc_for_the_32_bit_pi(variants):
     with pytest.raises(ConversionError) as err:
         check_runs_on_target(variants["w4a8"], pi32)
     assert err.value.exit_code == 6
-    assert err.value.message.startswith("target rpi4b-32bit cannot run this model: none of its runtimes (tflite-runtime 2.14.0)")
+    assert err.value.message.startswith(
+        "target rpi4b-32bit cannot run this model: none of its runtimes (tflite-runtime 2.14.0)"
+    )
     assert "FULLY_CONNECTED kernel for int4 weights with int8 activations" in err.value.message
-    assert "a device with ai-edge-litert >= 1.1.0 or tensorflow >= 2.19.1 runs it (rpi4b-32bit lists only tflite-runtime)" in err.value.hint
+    assert (
+        "a device with ai-edge-litert >= 1.1.0 or tensorflow >= 2.19.1 runs it (rpi4b-32bit lists only tflite-runtime)"
+        in err.value.hint
+    )
     assert "--op FULLY_CONNECTED=int8" in err.value.hint
     # the README quotes this error: keep them the same
     readme = (Path(__file__).resolve().parents[1] / "targets" / "README.md").read_text()
@@ -428,7 +468,9 @@ def test_check_accepts_what_a_target_can_run(variants):
 
 
 def test_check_uses_the_targets_versions(variants):
-    pinned = types.SimpleNamespace(name="old-litert", runtimes=("ai-edge-litert",), runtime_versions={"ai-edge-litert": "2.1.2"})
+    pinned = types.SimpleNamespace(
+        name="old-litert", runtimes=("ai-edge-litert",), runtime_versions={"ai-edge-litert": "2.1.2"}
+    )
     with pytest.raises(ConversionError) as err:
         check_runs_on_target(variants["int8-int16-conv"], pinned)
     assert "ai-edge-litert 2.1.2 has no QUANTIZE kernel from int8 to int16" in err.value.message
@@ -437,6 +479,9 @@ def test_check_uses_the_targets_versions(variants):
     check_runs_on_target(variants["int8-int16-conv"], unpinned)
     with pytest.raises(ConversionError) as err:
         check_runs_on_target(variants["dynamic"], load_target("jetson-nano"))
-    assert "tflite-runtime 2.13.0 has no dynamic-range FULLY_CONNECTED kernel for per-channel int8 weights" in err.value.message
+    assert (
+        "tflite-runtime 2.13.0 has no dynamic-range FULLY_CONNECTED kernel for per-channel int8 weights"
+        in err.value.message
+    )
     assert "tensorflow 2.7.0 is not known to have" in err.value.message
     assert "quantization.per_channel = false" in err.value.hint

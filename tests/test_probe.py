@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from _models import *  # noqa: F401,F403 - session fixtures
+from _models import *  # noqa: F403 - session fixtures
 from _models import DIGITS
+
 from edgeq.errors import ProbeOutputError, RemoteCommandError
 from edgeq.probe import (
     PROBE_FILE,
@@ -119,7 +119,7 @@ def test_garbage_around_the_result_is_ignored():
     [
         ("", "printed no result (no output)"),
         ("Traceback ...\nImportError: numpy", "ImportError: numpy"),
-        ("@@EDGEQ-PROBE-BEGIN@@\n{\"ok\": tru\n@@EDGEQ-PROBE-END@@", "not valid JSON"),
+        ('@@EDGEQ-PROBE-BEGIN@@\n{"ok": tru\n@@EDGEQ-PROBE-END@@', "not valid JSON"),
         ("@@EDGEQ-PROBE-BEGIN@@\n[1, 2]\n@@EDGEQ-PROBE-END@@", "not a probe document"),
     ],
 )
@@ -145,17 +145,42 @@ def test_throttling_is_flagged():
     assert not result_from_document(base, "pi").throttled
     hot = _document(thermal_after={"temp_c": 83.5, "clock_mhz": 1500.0, "max_clock_mhz": 1500.0, "throttle_bits": 0})
     assert "CPU at 84 C" in result_from_document(hot, "pi").throttle_reason
-    capped = _document(thermal_after={"temp_c": 60.0, "clock_mhz": 1500.0, "max_clock_mhz": 1500.0, "throttle_bits": 0x20002})
+    capped = _document(
+        thermal_after={"temp_c": 60.0, "clock_mhz": 1500.0, "max_clock_mhz": 1500.0, "throttle_bits": 0x20002}
+    )
     assert "get_throttled=0x20002" in result_from_document(capped, "pi").throttle_reason
 
 
 def _document(**over):
     doc = {
-        "ok": True, "model": "m.tflite", "runtime": "tflite-runtime", "runtime_version": "2.14.0", "python": "3.11.2",
-        "numpy": "1.24.2", "machine": "aarch64", "cpu_count": 4, "threads": 4, "xnnpack": False, "delegate_partitions": 0,
-        "input_source": "random", "load_ms": 1.0, "allocate_ms": 1.0, "first_inference_ms": 2.0, "warmup_runs": 5,
-        "latency": {"count": 2, "min_ms": 1.0, "mean_ms": 1.5, "std_ms": 0.7, "p50_ms": 1.5, "p90_ms": 1.9, "p99_ms": 2.0, "max_ms": 2.0},
-        "latencies_ms": [1.0, 2.0], "peak_rss_mb": 40.0,
+        "ok": True,
+        "model": "m.tflite",
+        "runtime": "tflite-runtime",
+        "runtime_version": "2.14.0",
+        "python": "3.11.2",
+        "numpy": "1.24.2",
+        "machine": "aarch64",
+        "cpu_count": 4,
+        "threads": 4,
+        "xnnpack": False,
+        "delegate_partitions": 0,
+        "input_source": "random",
+        "load_ms": 1.0,
+        "allocate_ms": 1.0,
+        "first_inference_ms": 2.0,
+        "warmup_runs": 5,
+        "latency": {
+            "count": 2,
+            "min_ms": 1.0,
+            "mean_ms": 1.5,
+            "std_ms": 0.7,
+            "p50_ms": 1.5,
+            "p90_ms": 1.9,
+            "p99_ms": 2.0,
+            "max_ms": 2.0,
+        },
+        "latencies_ms": [1.0, 2.0],
+        "peak_rss_mb": 40.0,
         "thermal_before": {"temp_c": 50.0, "clock_mhz": 1500.0, "max_clock_mhz": 1500.0, "throttle_bits": 0},
         "thermal_after": {"temp_c": 55.0, "clock_mhz": 1500.0, "max_clock_mhz": 1500.0, "throttle_bits": 0},
         "outputs": None,

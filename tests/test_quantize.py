@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _models import *  # noqa: F403 - session fixtures
+from _models import DIGITS
 from click.testing import CliRunner
 
-from _models import *  # noqa: F401,F403 - session fixtures
-from _models import DIGITS
 from edgeq.cli import cli
 from edgeq.convert import ConvertOptions, convert_model
 from edgeq.errors import ConversionError, ModelError
@@ -57,7 +57,9 @@ def test_tflite_and_keras_give_the_same_fidelity_story(float_tflite, digits_clas
 
 
 def test_quantized_tflite_is_refused_in_one_line(int8_model, tmp_path):
-    result = CliRunner().invoke(cli, ["convert", str(int8_model), "--calib", str(CALIB), "-o", str(tmp_path / "x.tflite")])
+    result = CliRunner().invoke(
+        cli, ["convert", str(int8_model), "--calib", str(CALIB), "-o", str(tmp_path / "x.tflite")]
+    )
     assert result.exit_code == ModelError.exit_code
     assert "already quantized" in result.output and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
@@ -89,7 +91,9 @@ def variants(graph, statistics, tmp_path_factory) -> dict[str, Path]:
     for mode in QuantMode:
         made[mode.value] = graph.quantize(mode, statistics)
     dense = next(layer for layer in graph.layers if layer.op == "FULLY_CONNECTED")
-    made["mixed-float"] = graph.quantize(QuantMode.INT8, statistics, [Override(Precision.FLOAT, layer=dense.exact_pattern)])
+    made["mixed-float"] = graph.quantize(
+        QuantMode.INT8, statistics, [Override(Precision.FLOAT, layer=dense.exact_pattern)]
+    )
     made["mixed-int16"] = graph.quantize(QuantMode.INT8, statistics, [Override(Precision.INT16, op="SOFTMAX")])
     paths = {}
     for name, data in made.items():
@@ -110,8 +114,14 @@ def test_every_variant_runs_in_ai_edge_litert(variants):
 def test_weight_census_says_which_ops_got_int4(variants):
     assert weight_census(variants["w4a8"].read_bytes()) == {"CONV_2D": {"int4": 1}, "FULLY_CONNECTED": {"int4": 1}}
     assert weight_census(variants["int8"].read_bytes()) == {"CONV_2D": {"int8": 1}, "FULLY_CONNECTED": {"int8": 1}}
-    assert weight_census(variants["int4-weight"].read_bytes()) == {"CONV_2D": {"int4->float": 1}, "FULLY_CONNECTED": {"int4->float": 1}}
-    assert weight_census(variants["float32"].read_bytes()) == {"CONV_2D": {"float32": 1}, "FULLY_CONNECTED": {"float32": 1}}
+    assert weight_census(variants["int4-weight"].read_bytes()) == {
+        "CONV_2D": {"int4->float": 1},
+        "FULLY_CONNECTED": {"int4->float": 1},
+    }
+    assert weight_census(variants["float32"].read_bytes()) == {
+        "CONV_2D": {"float32": 1},
+        "FULLY_CONNECTED": {"float32": 1},
+    }
     mixed = describe_model(variants["mixed-float"].read_bytes())
     assert mixed.float_ops == ("FULLY_CONNECTED",)
 
@@ -146,7 +156,12 @@ def test_every_variant_runs_under_tflite_runtime_2_14_or_is_refused_for_it(varia
     for tflite-runtime 2.14 (a runtime can load a model and still compute garbage: that counts as not running)."""
     from edgeq.kernels import unsupported
 
-    proc = subprocess.run([str(TFLITE_RUNTIME_PY), "-c", _RUN_ALL, str(EVAL), *map(str, variants.values())], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(TFLITE_RUNTIME_PY), "-c", _RUN_ALL, str(EVAL), *map(str, variants.values())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     ran = json.loads(proc.stdout.strip().splitlines()[-1])
     reference = ran[str(variants["float32"])]
@@ -158,25 +173,78 @@ def test_every_variant_runs_under_tflite_runtime_2_14_or_is_refused_for_it(varia
         if works:
             assert not refused, f"{name} runs correctly on tflite-runtime 2.14 but edgeq refuses it: {refused}"
         else:
-            assert refused, f"{name} fails or computes wrong outputs on tflite-runtime 2.14 ({got if isinstance(got, str) else 'wrong outputs'}) but edgeq would deploy it"
+            assert refused, (
+                f"{name} fails or computes wrong outputs on tflite-runtime 2.14 ({got if isinstance(got, str) else 'wrong outputs'}) but edgeq would deploy it"
+            )
 
 
 def test_recipe_reproduces_identical_bytes_litert(float_tflite, tmp_path):
     first = tmp_path / "first.tflite"
     runner = CliRunner()
-    r1 = runner.invoke(cli, ["convert", str(float_tflite), "--calib", str(CALIB), "--layer", "dense=float", "--op", "SOFTMAX=int16", "--seed", "3", "--calib-samples", "150", "-o", str(first)])
+    r1 = runner.invoke(
+        cli,
+        [
+            "convert",
+            str(float_tflite),
+            "--calib",
+            str(CALIB),
+            "--layer",
+            "dense=float",
+            "--op",
+            "SOFTMAX=int16",
+            "--seed",
+            "3",
+            "--calib-samples",
+            "150",
+            "-o",
+            str(first),
+        ],
+    )
     assert r1.exit_code == 0, r1.output
     recipe = json.loads(first.with_suffix(".recipe.json").read_text())
     assert recipe["engine"] == "litert-quantizer" and recipe["calibration"]["seed"] == 3
     assert recipe["overrides"] == [{"layer": "dense", "precision": "float"}, {"op": "SOFTMAX", "precision": "int16"}]
     assert "litert-quantizer" in recipe["versions"]
     again = tmp_path / "again.tflite"
-    r2 = runner.invoke(cli, ["convert", str(float_tflite), "--calib", str(CALIB), "--recipe", str(first.with_suffix(".recipe.json")), "-o", str(again)])
+    r2 = runner.invoke(
+        cli,
+        [
+            "convert",
+            str(float_tflite),
+            "--calib",
+            str(CALIB),
+            "--recipe",
+            str(first.with_suffix(".recipe.json")),
+            "-o",
+            str(again),
+        ],
+    )
     assert r2.exit_code == 0, r2.output
     assert again.read_bytes() == first.read_bytes()
     # and a different seed really changes the bytes: the comparison above can fail
     other = tmp_path / "other.tflite"
-    assert runner.invoke(cli, ["convert", str(float_tflite), "--calib", str(CALIB), "--layer", "dense=float", "--op", "SOFTMAX=int16", "--seed", "4", "--calib-samples", "150", "-o", str(other)]).exit_code == 0
+    assert (
+        runner.invoke(
+            cli,
+            [
+                "convert",
+                str(float_tflite),
+                "--calib",
+                str(CALIB),
+                "--layer",
+                "dense=float",
+                "--op",
+                "SOFTMAX=int16",
+                "--seed",
+                "4",
+                "--calib-samples",
+                "150",
+                "-o",
+                str(other),
+            ],
+        ).exit_code
+        == 0
+    )
     assert other.read_bytes() != first.read_bytes()
 
 
@@ -184,7 +252,19 @@ def test_recipe_reproduces_identical_bytes_tf_converter(digits_classifier, tmp_p
     first = tmp_path / "first.tflite"
     convert_model(digits_classifier, CALIB, first, ConvertOptions(seed=5))
     again = tmp_path / "again.tflite"
-    result = CliRunner().invoke(cli, ["convert", str(digits_classifier), "--calib", str(CALIB), "--recipe", str(first.with_suffix(".recipe.json")), "-o", str(again)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "convert",
+            str(digits_classifier),
+            "--calib",
+            str(CALIB),
+            "--recipe",
+            str(first.with_suffix(".recipe.json")),
+            "-o",
+            str(again),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert again.read_bytes() == first.read_bytes()
 
@@ -194,17 +274,28 @@ def test_recipe_reproduces_identical_bytes_tf_converter(digits_classifier, tmp_p
     [
         ({"mode": "int8", "overides": []}, "unknown key 'overides'", "did you mean 'overrides'?"),
         ({"mode": "int9"}, "mode 'int9'", "did you mean 'int8'?"),
-        ({"mode": "int8", "overrides": [{"layer": "dense", "precison": "float"}]}, "unknown key 'precison'", "did you mean 'precision'?"),
+        (
+            {"mode": "int8", "overrides": [{"layer": "dense", "precison": "float"}]},
+            "unknown key 'precison'",
+            "did you mean 'precision'?",
+        ),
         ({"mode": "int8", "overrides": [{"layer": "dense", "precision": "fp16"}]}, "precision 'fp16'", None),
         ({"mode": "int8", "overrides": [{"layer": "dens_x", "precision": "float"}]}, "matches no layer", "dense"),
-        ({"mode": "int8", "overrides": [{"op": "SOFTMAXX", "precision": "float"}]}, "op type 'SOFTMAXX' is not in this model", "SOFTMAX"),
+        (
+            {"mode": "int8", "overrides": [{"op": "SOFTMAXX", "precision": "float"}]},
+            "op type 'SOFTMAXX' is not in this model",
+            "SOFTMAX",
+        ),
         ({"mode": "int8", "overrides": [{"layer": "(", "precision": "float"}]}, "not a valid regular expression", None),
     ],
 )
 def test_bad_recipes_are_one_clear_error(float_tflite, tmp_path, recipe, fragment, hint):
     path = tmp_path / "r.recipe.json"
     path.write_text(json.dumps(recipe))
-    result = CliRunner().invoke(cli, ["convert", str(float_tflite), "--calib", str(CALIB), "--recipe", str(path), "-o", str(tmp_path / "o.tflite")])
+    result = CliRunner().invoke(
+        cli,
+        ["convert", str(float_tflite), "--calib", str(CALIB), "--recipe", str(path), "-o", str(tmp_path / "o.tflite")],
+    )
     assert result.exit_code == ConversionError.exit_code, result.output
     assert fragment in result.output and "Traceback" not in result.output
     if hint:
@@ -215,19 +306,42 @@ def test_bad_recipes_are_one_clear_error(float_tflite, tmp_path, recipe, fragmen
 def test_recipe_that_does_not_parse(float_tflite, tmp_path):
     path = tmp_path / "r.recipe.json"
     path.write_text("{ not json")
-    result = CliRunner().invoke(cli, ["convert", str(float_tflite), "--calib", str(CALIB), "--recipe", str(path), "-o", str(tmp_path / "o.tflite")])
+    result = CliRunner().invoke(
+        cli,
+        ["convert", str(float_tflite), "--calib", str(CALIB), "--recipe", str(path), "-o", str(tmp_path / "o.tflite")],
+    )
     assert result.exit_code == ConversionError.exit_code and "not valid JSON" in result.output
 
 
 def test_recipe_and_flags_that_it_sets_conflict(float_tflite, tmp_path):
     path = tmp_path / "r.recipe.json"
     path.write_text(json.dumps({"mode": "int8"}))
-    result = CliRunner().invoke(cli, ["convert", str(float_tflite), "--calib", str(CALIB), "--recipe", str(path), "--seed", "2", "-o", str(tmp_path / "o.tflite")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "convert",
+            str(float_tflite),
+            "--calib",
+            str(CALIB),
+            "--recipe",
+            str(path),
+            "--seed",
+            "2",
+            "-o",
+            str(tmp_path / "o.tflite"),
+        ],
+    )
     assert result.exit_code == 2 and "--recipe already sets --seed" in result.output
 
 
 def test_recipe_round_trip():
-    recipe = Recipe.from_dict({"mode": "w4a8", "overrides": [{"op": "hard_swish", "precision": "int16"}], "calibration": {"samples": 50, "seed": 1}})
+    recipe = Recipe.from_dict(
+        {
+            "mode": "w4a8",
+            "overrides": [{"op": "hard_swish", "precision": "int16"}],
+            "calibration": {"samples": 50, "seed": 1},
+        }
+    )
     assert recipe.overrides == (Override(Precision.INT16, op="HARD_SWISH"),)
     assert Recipe.from_dict(recipe.to_dict()) == recipe
 
@@ -241,14 +355,31 @@ def test_inspect_layers_lists_the_names_patterns_select(float_tflite):
 
 def test_int4_mode_for_a_target_whose_runtime_lacks_the_kernel_is_refused(digits_classifier, tmp_path):
     """rpi4b-32bit has tflite-runtime 2.14 only: no int4 FULLY_CONNECTED kernel there."""
-    result = CliRunner().invoke(cli, ["convert", str(digits_classifier), "--calib", str(CALIB), "--mode", "w4a8", "--target", "rpi4b-32bit", "-o", str(tmp_path / "m.tflite")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "convert",
+            str(digits_classifier),
+            "--calib",
+            str(CALIB),
+            "--mode",
+            "w4a8",
+            "--target",
+            "rpi4b-32bit",
+            "-o",
+            str(tmp_path / "m.tflite"),
+        ],
+    )
     assert result.exit_code == ConversionError.exit_code, result.output
     assert "tflite-runtime" in result.output and "FULLY_CONNECTED" in result.output
     assert not (tmp_path / "m.tflite").exists()
 
 
 def test_cli_reports_int4_ops_in_the_table(digits_classifier, tmp_path):
-    result = CliRunner().invoke(cli, ["convert", str(digits_classifier), "--calib", str(CALIB), "--mode", "w4a8", "-o", str(tmp_path / "m.tflite")])
+    result = CliRunner().invoke(
+        cli,
+        ["convert", str(digits_classifier), "--calib", str(CALIB), "--mode", "w4a8", "-o", str(tmp_path / "m.tflite")],
+    )
     assert result.exit_code == 0, result.output
     assert "int4: CONV_2D x1, FULLY_CONNECTED x1" in result.output
     report = json.loads((tmp_path / "m.json").read_text())

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _models import *  # noqa: F403 - session fixtures
+from _models import DIGITS
 from click.testing import CliRunner
 
-from _models import *  # noqa: F401,F403 - session fixtures
-from _models import DIGITS
 from edgeq.cli import cli
 from edgeq.convert import open_source
 from edgeq.errors import CalibrationDataError, ConversionError, ModelError
@@ -39,7 +39,7 @@ def test_tune_finds_the_one_ruined_layer_and_keeps_only_it(ruined_graph):
     options = TuneOptions(budget=Budget(max_drop_points=0.5), modes=(QuantMode.INT8,))
     data = split_data(str(CALIB), str(EVAL), ruined_graph.inputs, options)
     prep = prepare(ruined_graph, data, options, "ruined")
-    result, models = search(prep)
+    result, _models = search(prep)
     int8 = result.candidates[0]
     assert int8.mode is QuantMode.INT8 and not int8.kept
     assert int8.score.drop_points > 20  # int8 really ruins it
@@ -94,14 +94,31 @@ def test_pareto_front_drops_dominated_candidates(ruined_graph):
     front = pareto_front(result.candidates, "accuracy")
     for c in result.candidates:
         if c.ran and c not in front:
-            assert any(f.size_bytes <= c.size_bytes and f.score.loss("accuracy") <= c.score.loss("accuracy") for f in front)
+            assert any(
+                f.size_bytes <= c.size_bytes and f.score.loss("accuracy") <= c.score.loss("accuracy") for f in front
+            )
 
 
 def test_cli_tune_without_device_picks_smallest_and_writes_model_recipe_reports(ruined_layer_model, tmp_path):
     out = tmp_path / "tuned"
-    result = CliRunner().invoke(cli, ["tune", str(ruined_layer_model), "--calib", str(CALIB), "--eval", str(EVAL), "--max-drop", "0.5", "-o", str(out), "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "tune",
+            str(ruined_layer_model),
+            "--calib",
+            str(CALIB),
+            "--eval",
+            str(EVAL),
+            "--max-drop",
+            "0.5",
+            "-o",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.output[result.output.index("{") :])
     chosen = report["chosen"]
     assert Path(chosen["path"]).is_file() and Path(chosen["recipe"]).is_file()
     within = [c for c in report["candidates"] if c["meets_budget"]]
@@ -113,7 +130,9 @@ def test_cli_tune_without_device_picks_smallest_and_writes_model_recipe_reports(
     assert report["samples"]["report"] > 0 and chosen["candidate"] in report["report_split"]
     # the chosen model's recipe makes the same bytes again
     again = tmp_path / "again.tflite"
-    conv = CliRunner().invoke(cli, ["convert", str(ruined_layer_model), "--calib", str(CALIB), "--recipe", chosen["recipe"], "-o", str(again)])
+    conv = CliRunner().invoke(
+        cli, ["convert", str(ruined_layer_model), "--calib", str(CALIB), "--recipe", chosen["recipe"], "-o", str(again)]
+    )
     assert conv.exit_code == 0, conv.output
     assert again.read_bytes() == Path(chosen["path"]).read_bytes()
 
@@ -121,13 +140,33 @@ def test_cli_tune_without_device_picks_smallest_and_writes_model_recipe_reports(
 def test_cli_tune_on_the_host_device_probes_and_picks_the_fastest(digits_classifier, tmp_path, isolated_home):
     out = tmp_path / "tuned"
     args = [
-        "tune", str(digits_classifier), "--calib", str(CALIB), "--eval", str(EVAL), "--max-drop", "2",
-        "--target", "host", "--rounds", "1", "--runs", "20", "--min-time", "0", "--warmup-runs", "2", "--warmup-time", "0",
-        "-o", str(out), "--json",
+        "tune",
+        str(digits_classifier),
+        "--calib",
+        str(CALIB),
+        "--eval",
+        str(EVAL),
+        "--max-drop",
+        "2",
+        "--target",
+        "host",
+        "--rounds",
+        "1",
+        "--runs",
+        "20",
+        "--min-time",
+        "0",
+        "--warmup-runs",
+        "2",
+        "--warmup-time",
+        "0",
+        "-o",
+        str(out),
+        "--json",
     ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.output[result.output.index("{") :])
     assert report["latency_measured"] is True
     (device,) = report["devices"]
     assert device["status"] == "ok" and device["latencies"]
@@ -140,7 +179,18 @@ def test_cli_tune_on_the_host_device_probes_and_picks_the_fastest(digits_classif
 
 def test_budget_that_cannot_be_met_reports_the_best_and_chooses_nothing(ruined_layer_model, tmp_path):
     out = tmp_path / "tuned"
-    args = ["tune", str(ruined_layer_model), "--calib", str(CALIB), "--min-sqnr", "150", "--max-candidates", "3", "-o", str(out)]
+    args = [
+        "tune",
+        str(ruined_layer_model),
+        "--calib",
+        str(CALIB),
+        "--min-sqnr",
+        "150",
+        "--max-candidates",
+        "3",
+        "-o",
+        str(out),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 13, result.output
     assert "no candidate is within the budget" in result.output and "the closest was" in result.output
@@ -169,7 +219,9 @@ def test_bad_input_is_one_line_and_writes_nothing(ruined_layer_model, tmp_path, 
 
 def test_quantized_model_input_is_refused_and_nothing_written(int8_model, tmp_path):
     out = tmp_path / "never"
-    result = CliRunner().invoke(cli, ["tune", str(int8_model), "--calib", str(CALIB), "--min-agreement", "99", "-o", str(out)])
+    result = CliRunner().invoke(
+        cli, ["tune", str(int8_model), "--calib", str(CALIB), "--min-agreement", "99", "-o", str(out)]
+    )
     assert result.exit_code == ModelError.exit_code and "already quantized" in result.output
     assert not out.exists()
 
@@ -178,7 +230,9 @@ def test_run_tune_refuses_candidates_the_target_runtime_cannot_run(digits_classi
     from edgeq.targets import load_target
 
     options = TuneOptions(budget=Budget(max_drop_points=2.0))
-    report, _, _ = run_tune(str(digits_classifier), str(CALIB), str(EVAL), options, tmp_path / "t", target=load_target("rpi4b-32bit"))
+    report, _, _ = run_tune(
+        str(digits_classifier), str(CALIB), str(EVAL), options, tmp_path / "t", target=load_target("rpi4b-32bit")
+    )
     by_name = {c.name: c for c in report.candidates}
     assert by_name["w4a8"].error and "tflite-runtime" in by_name["w4a8"].error
     assert by_name["int8"].error is None

@@ -22,8 +22,9 @@ import functools
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from ..deploy import DeviceResult, FleetOptions, FleetResult
     from ..inventory import Device, HostSpec
 
-__all__ = ["DeviceOptions", "device_options", "HostSpecType", "FleetProgress", "raise_for_fleet"]
+__all__ = ["DeviceOptions", "FleetProgress", "HostSpecType", "device_options", "raise_for_fleet"]
 
 
 class HostSpecType(click.ParamType):
@@ -69,7 +70,9 @@ class DeviceOptions:
     transfer_timeout_s: float = 600.0
     retries: int = 2
 
-    def resolve(self, targets_dir: str | os.PathLike | None = None, target_loader: Callable[[str], Any] | None = None) -> tuple[Device, ...]:
+    def resolve(
+        self, targets_dir: str | os.PathLike | None = None, target_loader: Callable[[str], Any] | None = None
+    ) -> tuple[Device, ...]:
         """The selected devices, fully resolved (inventory, ~/.ssh/config, target defaults); no connection is made.
 
         ``target_loader(name)`` loads targets (a command that uses them later passes its own cache), else
@@ -96,7 +99,9 @@ class DeviceOptions:
             raise click.UsageError("which devices? Give --host USER@ADDRESS[:PORT] (repeatable) or --inventory FILE")
         devices = resolve_devices(entries, target=self.target, ssh_config=self.ssh_config, target_loader=loader)
         if not self.hosts and not self.inventory and devices[0].transport != "local":
-            raise click.UsageError(f"target {self.target!r} is reached over SSH: give --host USER@ADDRESS[:PORT] or --inventory FILE")
+            raise click.UsageError(
+                f"target {self.target!r} is reached over SSH: give --host USER@ADDRESS[:PORT] or --inventory FILE"
+            )
         return devices
 
     def connect_options(self, ui: FleetProgress | None = None) -> ConnectOptions:
@@ -126,20 +131,98 @@ class DeviceOptions:
 
 
 _OPTIONS = (
-    click.option("--host", "hosts", multiple=True, type=HostSpecType(), help="A device: user@address[:port] (repeatable). Host aliases of ~/.ssh/config work."),
-    click.option("-i", "--inventory", type=click.Path(path_type=Path, dir_okay=False), help="A fleet: an Ansible YAML inventory (all:/hosts:/children:/vars:)."),
-    click.option("-l", "--limit", metavar="PATTERN", help="With --inventory: hosts or groups, comma-separated; '*' wildcards, '!name' leaves out, '&name' intersects."),
-    click.option("--target", metavar="TARGET", help="Target of the devices (overrides edgeq_target): its [deploy] table gives default user, port, remote_dir, keep_versions."),
-    click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False), help="A known_hosts file read besides /etc/ssh/ssh_known_hosts and ~/.ssh/known_hosts; --trust-new-hosts writes to it."),
-    click.option("--trust-new-hosts", is_flag=True, help="Add the key of a host never seen before to known_hosts (OpenSSH's accept-new). A CHANGED key is always refused."),
-    click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False), help="SSH config file to read instead of ~/.ssh/config."),
-    click.option("--concurrency", type=click.IntRange(min=1, max=256), default=16, show_default=True, help="Devices worked on at the same time."),
-    click.option("--connect-timeout", "connect_timeout_s", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds to connect, get the SSH greeting and authenticate."),
-    click.option("--command-timeout", "command_timeout_s", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds a remote command may run; then it is stopped on the device."),
-    click.option("--transfer-timeout", "transfer_timeout_s", type=click.FloatRange(min=1), default=600.0, show_default=True, help="Seconds one model upload may take."),
-    click.option("--retries", type=click.IntRange(min=0, max=10), default=2, show_default=True, help="Extra attempts after a connection error (never after an authentication, host-key or command error), with backoff."),
+    click.option(
+        "--host",
+        "hosts",
+        multiple=True,
+        type=HostSpecType(),
+        help="A device: user@address[:port] (repeatable). Host aliases of ~/.ssh/config work.",
+    ),
+    click.option(
+        "-i",
+        "--inventory",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="A fleet: an Ansible YAML inventory (all:/hosts:/children:/vars:).",
+    ),
+    click.option(
+        "-l",
+        "--limit",
+        metavar="PATTERN",
+        help="With --inventory: hosts or groups, comma-separated; '*' wildcards, '!name' leaves out, '&name' intersects.",
+    ),
+    click.option(
+        "--target",
+        metavar="TARGET",
+        help="Target of the devices (overrides edgeq_target): its [deploy] table gives default user, port, remote_dir, keep_versions.",
+    ),
+    click.option(
+        "--known-hosts",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="A known_hosts file read besides /etc/ssh/ssh_known_hosts and ~/.ssh/known_hosts; --trust-new-hosts writes to it.",
+    ),
+    click.option(
+        "--trust-new-hosts",
+        is_flag=True,
+        help="Add the key of a host never seen before to known_hosts (OpenSSH's accept-new). A CHANGED key is always refused.",
+    ),
+    click.option(
+        "--ssh-config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="SSH config file to read instead of ~/.ssh/config.",
+    ),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(min=1, max=256),
+        default=16,
+        show_default=True,
+        help="Devices worked on at the same time.",
+    ),
+    click.option(
+        "--connect-timeout",
+        "connect_timeout_s",
+        type=click.FloatRange(min=0.1),
+        default=10.0,
+        show_default=True,
+        help="Seconds to connect, get the SSH greeting and authenticate.",
+    ),
+    click.option(
+        "--command-timeout",
+        "command_timeout_s",
+        type=click.FloatRange(min=1),
+        default=60.0,
+        show_default=True,
+        help="Seconds a remote command may run; then it is stopped on the device.",
+    ),
+    click.option(
+        "--transfer-timeout",
+        "transfer_timeout_s",
+        type=click.FloatRange(min=1),
+        default=600.0,
+        show_default=True,
+        help="Seconds one model upload may take.",
+    ),
+    click.option(
+        "--retries",
+        type=click.IntRange(min=0, max=10),
+        default=2,
+        show_default=True,
+        help="Extra attempts after a connection error (never after an authentication, host-key or command error), with backoff.",
+    ),
 )
-_NAMES = ("hosts", "inventory", "limit", "target", "known_hosts", "trust_new_hosts", "ssh_config", "concurrency", "connect_timeout_s", "command_timeout_s", "transfer_timeout_s", "retries")
+_NAMES = (
+    "hosts",
+    "inventory",
+    "limit",
+    "target",
+    "known_hosts",
+    "trust_new_hosts",
+    "ssh_config",
+    "concurrency",
+    "connect_timeout_s",
+    "command_timeout_s",
+    "transfer_timeout_s",
+    "retries",
+)
 
 
 def device_options(func: Callable) -> Callable:
@@ -186,7 +269,10 @@ def _password_prompt(ui: FleetProgress | None) -> Callable[[str], str | None]:
     def prompt(who: str) -> str | None:
         with ui.paused() if ui else contextlib.nullcontext():
             try:
-                return click.prompt(f"Password for {who}", hide_input=True, default="", show_default=False, err=True) or None
+                return (
+                    click.prompt(f"Password for {who}", hide_input=True, default="", show_default=False, err=True)
+                    or None
+                )
             except click.Abort:
                 return None
 
@@ -230,10 +316,14 @@ class FleetProgress:
                 console=self.console,
                 transient=True,
             )
-            self._device_task = self._progress.add_task(self.action, total=self.devices, count=f"0/{self.devices}", detail="")
+            self._device_task = self._progress.add_task(
+                self.action, total=self.devices, count=f"0/{self.devices}", detail=""
+            )
             if self.total_bytes:
                 total = self.total_bytes * self.devices
-                self._bytes_task = self._progress.add_task("bytes", total=total, count=f"0.0/{total / 1e6:.1f} MB", detail="")
+                self._bytes_task = self._progress.add_task(
+                    "bytes", total=total, count=f"0.0/{total / 1e6:.1f} MB", detail=""
+                )
             self._progress.start()
         return self
 
@@ -278,7 +368,12 @@ class FleetProgress:
             with self._lock:
                 self._done += 1
                 done = self._done
-            self._progress.update(self._device_task, advance=1, count=f"{done}/{self.devices}", detail=f"{result.device}: {result.status.value}")
+            self._progress.update(
+                self._device_task,
+                advance=1,
+                count=f"{done}/{self.devices}",
+                detail=f"{result.device}: {result.status.value}",
+            )
         elif self.enabled:
             detail = f" ({result.reason})" if result.reason and not result.status.succeeded else ""
             self._say(f"{result.device}: {result.status.value}{detail}")
@@ -313,9 +408,13 @@ def raise_for_fleet(fleet: FleetResult) -> None:
     if total == 1:
         only = failures[0]
         raise PartialFailure(f"{only.device}: {only.status.value}: {only.reason or 'no reason given'}", hint=only.hint)
-    counts = ", ".join(f"{n} {status}" for status, n in fleet.counts().items() if n and status not in ("ok", "unchanged"))
+    counts = ", ".join(
+        f"{n} {status}" for status, n in fleet.counts().items() if n and status not in ("ok", "unchanged")
+    )
     hints = list(dict.fromkeys(r.hint for r in failures if r.hint))
     hint = hints[0] if len(hints) == 1 else None
     stopped = "; the rollout stopped after the canary" if fleet.stopped_by_canary else ""
-    raise PartialFailure(f"{len(failures)} of {total} devices did not succeed ({counts}){stopped}", hint=hint or "the table above gives each device's reason")
-
+    raise PartialFailure(
+        f"{len(failures)} of {total} devices did not succeed ({counts}){stopped}",
+        hint=hint or "the table above gives each device's reason",
+    )

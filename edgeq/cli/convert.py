@@ -45,7 +45,11 @@ class OverrideSpec(click.ParamType):
             return value
         what, sep, precision = str(value).rpartition("=")
         if not sep or not what:
-            self.fail(f"expected {'OP' if self.kind == 'op' else 'PATTERN'}=PRECISION (e.g. {'HARD_SWISH=int16' if self.kind == 'op' else 'dense_2=float'}), got {value!r}", param, ctx)
+            self.fail(
+                f"expected {'OP' if self.kind == 'op' else 'PATTERN'}=PRECISION (e.g. {'HARD_SWISH=int16' if self.kind == 'op' else 'dense_2=float'}), got {value!r}",
+                param,
+                ctx,
+            )
         if precision not in PRECISIONS:
             self.fail(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}", param, ctx)
         if self.kind == "layer":
@@ -59,30 +63,136 @@ class OverrideSpec(click.ParamType):
         return Override(precision=Precision(precision), op=what.upper())
 
 
-_RECIPE_SETS = ("mode", "io_type", "calib_samples", "seed", "pixel_range", "mean", "std", "layer_overrides", "op_overrides")
+_RECIPE_SETS = (
+    "mode",
+    "io_type",
+    "calib_samples",
+    "seed",
+    "pixel_range",
+    "mean",
+    "std",
+    "layer_overrides",
+    "op_overrides",
+)
 
 
 @cli.command("convert")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--calib", "calib", type=click.Path(path_type=Path), help="Calibration data: .npy, .npz (keys = input names, or x) or a folder of PNG/JPEG images.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Where to write the .tflite model; the report goes to the same name with .json.")
-@click.option("--mode", type=click.Choice(MODES), default=None, help="int8: full integer, int8 ops only, per-channel weights. int16x8: int16 activations, int8 weights. w4a8: int4 weights for CONV_2D/FULLY_CONNECTED, int8 activations. int4-weight: int4 weights, float compute. dynamic: dynamic-range. float16 / float32: float baselines. [default: int8, or the first mode --target allows]")
-@click.option("--layer", "layer_overrides", multiple=True, type=OverrideSpec("layer"), help="Per-layer precision: PATTERN=float|int16|int8|int4, PATTERN a regex searched in layer names (output tensor names; see `edgeq inspect --layers`). Repeatable; later ones win.")
-@click.option("--op", "op_overrides", multiple=True, type=OverrideSpec("op"), help="Per-op-type precision: OP=float|int16|int8|int4, e.g. HARD_SWISH=int16. Repeatable.")
-@click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), help="Make the model a recipe describes (OUT.recipe.json, written beside every model): same mode, overrides, calibration split and seed, so the same bytes.")
-@click.option("--io-type", type=click.Choice(IO_TYPES), default=None, help="Type of the model's input/output tensors [default: --target's first I/O type that suits the mode; else int8 for int8, float32 otherwise].")
-@click.option("--target", "target_name", type=TargetName(), default=None, help="Edge target the model is for (see `edgeq targets list`): its quantization constraints fill the defaults and refuse what it cannot run.")
+@click.option(
+    "--calib",
+    "calib",
+    type=click.Path(path_type=Path),
+    help="Calibration data: .npy, .npz (keys = input names, or x) or a folder of PNG/JPEG images.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Where to write the .tflite model; the report goes to the same name with .json.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default=None,
+    help="int8: full integer, int8 ops only, per-channel weights. int16x8: int16 activations, int8 weights. w4a8: int4 weights for CONV_2D/FULLY_CONNECTED, int8 activations. int4-weight: int4 weights, float compute. dynamic: dynamic-range. float16 / float32: float baselines. [default: int8, or the first mode --target allows]",
+)
+@click.option(
+    "--layer",
+    "layer_overrides",
+    multiple=True,
+    type=OverrideSpec("layer"),
+    help="Per-layer precision: PATTERN=float|int16|int8|int4, PATTERN a regex searched in layer names (output tensor names; see `edgeq inspect --layers`). Repeatable; later ones win.",
+)
+@click.option(
+    "--op",
+    "op_overrides",
+    multiple=True,
+    type=OverrideSpec("op"),
+    help="Per-op-type precision: OP=float|int16|int8|int4, e.g. HARD_SWISH=int16. Repeatable.",
+)
+@click.option(
+    "--recipe",
+    "recipe_file",
+    type=click.Path(path_type=Path),
+    help="Make the model a recipe describes (OUT.recipe.json, written beside every model): same mode, overrides, calibration split and seed, so the same bytes.",
+)
+@click.option(
+    "--io-type",
+    type=click.Choice(IO_TYPES),
+    default=None,
+    help="Type of the model's input/output tensors [default: --target's first I/O type that suits the mode; else int8 for int8, float32 otherwise].",
+)
+@click.option(
+    "--target",
+    "target_name",
+    type=TargetName(),
+    default=None,
+    help="Edge target the model is for (see `edgeq targets list`): its quantization constraints fill the defaults and refuse what it cannot run.",
+)
 @targets_dir_option
-@click.option("--eval", "eval_data", type=click.Path(path_type=Path), help="Labelled data (.npz with x and y): report float and quantized accuracy.")
-@click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True, help="How many samples calibrate; the rest (at least a fifth) are held out to measure fidelity.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fixed shuffle that picks calibration and held-out samples.")
-@click.option("--pixel-range", type=click.Choice(list(PIXEL_RANGES)), default="0,1", show_default=True, help="Image folders: range that pixel values 0..255 are mapped to.")
-@click.option("--mean", type=FloatList(), default=None, help="Image folders: per-channel mean subtracted after --pixel-range (e.g. 0.485,0.456,0.406).")
+@click.option(
+    "--eval",
+    "eval_data",
+    type=click.Path(path_type=Path),
+    help="Labelled data (.npz with x and y): report float and quantized accuracy.",
+)
+@click.option(
+    "--calib-samples",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="How many samples calibrate; the rest (at least a fifth) are held out to measure fidelity.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the fixed shuffle that picks calibration and held-out samples.",
+)
+@click.option(
+    "--pixel-range",
+    type=click.Choice(list(PIXEL_RANGES)),
+    default="0,1",
+    show_default=True,
+    help="Image folders: range that pixel values 0..255 are mapped to.",
+)
+@click.option(
+    "--mean",
+    type=FloatList(),
+    default=None,
+    help="Image folders: per-channel mean subtracted after --pixel-range (e.g. 0.485,0.456,0.406).",
+)
 @click.option("--std", type=FloatList(), default=None, help="Image folders: per-channel std divided by after --mean.")
-@click.option("--allow-float-ops", is_flag=True, help="Accept ops left in float32 in int8/int16x8 mode (with a warning) instead of failing.")
+@click.option(
+    "--allow-float-ops",
+    is_flag=True,
+    help="Accept ops left in float32 in int8/int16x8 mode (with a warning) instead of failing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.pass_context
-def convert_cmd(ctx, model, calib, output, mode, layer_overrides, op_overrides, recipe_file, io_type, target_name, targets_dir, eval_data, calib_samples, seed, pixel_range, mean, std, allow_float_ops, as_json):
+def convert_cmd(
+    ctx,
+    model,
+    calib,
+    output,
+    mode,
+    layer_overrides,
+    op_overrides,
+    recipe_file,
+    io_type,
+    target_name,
+    targets_dir,
+    eval_data,
+    calib_samples,
+    seed,
+    pixel_range,
+    mean,
+    std,
+    allow_float_ops,
+    as_json,
+):
     """Convert MODEL (SavedModel dir, .keras, .h5, or a float .tflite) to a quantized TFLite model.
 
     Calibration data is checked against the model's inputs before anything is
@@ -122,7 +232,9 @@ def convert_cmd(ctx, model, calib, output, mode, layer_overrides, op_overrides, 
     if recipe_file is not None:
         from ..recipe import Recipe
 
-        given = [name for name in _RECIPE_SETS if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+        given = [
+            name for name in _RECIPE_SETS if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        ]
         if given:
             flags = ", ".join("--" + name.replace("_overrides", "").replace("_", "-") for name in given)
             raise click.UsageError(f"--recipe already sets {flags}: give either the recipe or the flags")
@@ -136,7 +248,9 @@ def convert_cmd(ctx, model, calib, output, mode, layer_overrides, op_overrides, 
         options = apply_target(target, options, mode_given=mode is not None or recipe_file is not None)
         options = dataclasses.replace(options, target_spec=target)
     with progress_reporter() as say:
-        result = convert_model(model, calib, output, options, eval_data=eval_data, progress=say, show_log=ctx.obj.get("debug", False))
+        result = convert_model(
+            model, calib, output, options, eval_data=eval_data, progress=say, show_log=ctx.obj.get("debug", False)
+        )
     if as_json:
         click.echo(to_json(result.report))
     else:
@@ -146,11 +260,24 @@ def convert_cmd(ctx, model, calib, output, mode, layer_overrides, op_overrides, 
 
 @cli.command("inspect")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--layers", "list_layers", is_flag=True, help="List the model's layers (ops) by name and op type: the names that --layer patterns and recipes select.")
+@click.option(
+    "--layers",
+    "list_layers",
+    is_flag=True,
+    help="List the model's layers (ops) by name and op type: the names that --layer patterns and recipes select.",
+)
 @click.option("--per-layer", is_flag=True, help="Rank layers by quantization error (needs --float-model and --calib).")
-@click.option("--float-model", type=click.Path(path_type=Path), help="With --per-layer: the float model MODEL was converted from.")
+@click.option(
+    "--float-model", type=click.Path(path_type=Path), help="With --per-layer: the float model MODEL was converted from."
+)
 @click.option("--calib", type=click.Path(path_type=Path), help="With --per-layer: data to run both models on.")
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="With --per-layer: how many layers to show.")
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="With --per-layer: how many layers to show.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
 def inspect_cmd(model, list_layers, per_layer, float_model, calib, top, as_json):
     """Show what matters about a .tflite MODEL: I/O tensors and their quantization, op census, size."""

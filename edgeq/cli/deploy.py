@@ -27,12 +27,28 @@ was unreachable or was skipped (each device's reason is in the table).
 
 @cli.command("deploy", epilog=_FLEET_HELP)
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--name", help="Name of the model on the devices [default: the file name without .tflite]. Letters, digits, '.', '_', '-'.")
-@click.option("--keep", type=click.IntRange(min=1), default=None, help="Versions kept on each device, the active one included [default: the target's keep_versions, else 3].")
-@click.option("--canary", type=click.IntRange(min=0), default=0, show_default=True, help="Deploy to the first N devices first; stop the rollout if any of them fails.")
+@click.option(
+    "--name",
+    help="Name of the model on the devices [default: the file name without .tflite]. Letters, digits, '.', '_', '-'.",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Versions kept on each device, the active one included [default: the target's keep_versions, else 3].",
+)
+@click.option(
+    "--canary",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Deploy to the first N devices first; stop the rollout if any of them fails.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON on stdout.")
 @device_options
-def deploy_cmd(model: Path, name: str | None, keep: int | None, canary: int, as_json: bool, devices: DeviceOptions) -> None:
+def deploy_cmd(
+    model: Path, name: str | None, keep: int | None, canary: int, as_json: bool, devices: DeviceOptions
+) -> None:
     """Deploy MODEL (.tflite) to one device or a fleet: verified, atomic, versioned.
 
     The model goes to <remote_dir>/models/<name>/<version>/ on each device,
@@ -52,7 +68,9 @@ def deploy_cmd(model: Path, name: str | None, keep: int | None, canary: int, as_
     prepared = prepare_model(model, name)  # name and file checked before any connection
     found = devices.resolve()
     with FleetProgress(len(found), action="deploy", total_bytes=prepared.size_bytes) as ui:
-        fleet = deploy_fleet(found, prepared, connect=devices.connector(ui), keep=keep, options=devices.fleet_options(canary), events=ui)
+        fleet = deploy_fleet(
+            found, prepared, connect=devices.connector(ui), keep=keep, options=devices.fleet_options(canary), events=ui
+        )
     _show(fleet, as_json)
     raise_for_fleet(fleet)
 
@@ -80,7 +98,12 @@ def status_cmd(name: str, as_json: bool, devices: DeviceOptions) -> None:
 
 @cli.command("rollback", epilog=_FLEET_HELP)
 @click.option("--name", required=True, help="The model's name on the devices.")
-@click.option("--to", "to", metavar="VERSION", help="Version to switch to (a unique prefix of 4+ hex digits) [default: the version active before the current one].")
+@click.option(
+    "--to",
+    "to",
+    metavar="VERSION",
+    help="Version to switch to (a unique prefix of 4+ hex digits) [default: the version active before the current one].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON on stdout.")
 @device_options
 def rollback_cmd(name: str, to: str | None, as_json: bool, devices: DeviceOptions) -> None:
@@ -94,15 +117,28 @@ def rollback_cmd(name: str, to: str | None, as_json: bool, devices: DeviceOption
     validate_model_name(name)
     found = devices.resolve()
     with FleetProgress(len(found), action="rollback") as ui:
-        fleet = rollback_fleet(found, name, to=to, connect=devices.connector(ui), options=devices.fleet_options(), events=ui)
+        fleet = rollback_fleet(
+            found, name, to=to, connect=devices.connector(ui), options=devices.fleet_options(), events=ui
+        )
     _show(fleet, as_json)
     raise_for_fleet(fleet)
 
 
 @cli.command("remove", epilog=_FLEET_HELP)
 @click.option("--name", required=True, help="The model's name on the devices.")
-@click.option("--version", "versions", multiple=True, metavar="VERSION", help="Remove this version (repeatable; never the active one).")
-@click.option("--all", "remove_all", is_flag=True, help="Remove the model entirely: every version, the current link and the manifest.")
+@click.option(
+    "--version",
+    "versions",
+    multiple=True,
+    metavar="VERSION",
+    help="Remove this version (repeatable; never the active one).",
+)
+@click.option(
+    "--all",
+    "remove_all",
+    is_flag=True,
+    help="Remove the model entirely: every version, the current link and the manifest.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON on stdout.")
 @device_options
 def remove_cmd(name: str, versions: tuple[str, ...], remove_all: bool, as_json: bool, devices: DeviceOptions) -> None:
@@ -114,7 +150,9 @@ def remove_cmd(name: str, versions: tuple[str, ...], remove_all: bool, as_json: 
     validate_model_name(name)
     found = devices.resolve()
     with FleetProgress(len(found), action="remove") as ui:
-        fleet = remove_fleet(found, name, versions=versions, connect=devices.connector(ui), options=devices.fleet_options(), events=ui)
+        fleet = remove_fleet(
+            found, name, versions=versions, connect=devices.connector(ui), options=devices.fleet_options(), events=ui
+        )
     _show(fleet, as_json)
     raise_for_fleet(fleet)
 
@@ -164,7 +202,12 @@ def _table(fleet: Any) -> Any:
             state = r.state
             active = next((v for v in state.versions if v.active), None) if state else None
             intact = "" if state is None or state.intact is None else ("yes" if state.intact else "NO")
-            cells += [(state.current or "") if state else "", intact, (active.deployed_at or "") if active else "", str(len(state.versions)) if state else ""]
+            cells += [
+                (state.current or "") if state else "",
+                intact,
+                (active.deployed_at or "") if active else "",
+                str(len(state.versions)) if state else "",
+            ]
         elif action == "rollback":
             cells += [r.version or "", r.previous or ""]
         else:

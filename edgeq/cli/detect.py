@@ -15,11 +15,23 @@ from .targets import targets_dir_option, targets_group
 
 @targets_group.command("detect")
 @targets_dir_option
-@click.option("--toml", "as_toml", is_flag=True, help="Print only the suggested target file (one device): ... --toml --name my-board > ~/.config/edgeq/targets/my-board.toml")
-@click.option("--name", "target_name", metavar="NAME", help="Name of the suggested target (the file must be saved as NAME.toml) [default: from the board or device].")
+@click.option(
+    "--toml",
+    "as_toml",
+    is_flag=True,
+    help="Print only the suggested target file (one device): ... --toml --name my-board > ~/.config/edgeq/targets/my-board.toml",
+)
+@click.option(
+    "--name",
+    "target_name",
+    metavar="NAME",
+    help="Name of the suggested target (the file must be saved as NAME.toml) [default: from the board or device].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the facts and matches as JSON.")
 @device_options
-def detect_cmd(targets_dir: Path | None, as_toml: bool, target_name: str | None, as_json: bool, devices: DeviceOptions) -> None:
+def detect_cmd(
+    targets_dir: Path | None, as_toml: bool, target_name: str | None, as_json: bool, devices: DeviceOptions
+) -> None:
     """Connect to devices and name the target that matches each one.
 
     Reads the CPU (model, cores, clock, ISA features), board model, memory,
@@ -48,7 +60,15 @@ def detect_cmd(targets_dir: Path | None, as_toml: bool, target_name: str | None,
         return device_result(device, "detect", "", DeviceStatus.OK, version=best, data=detection)
 
     with FleetProgress(len(found), action="detect", enabled=not as_toml) as ui:
-        fleet = run_fleet(found, operation, connect=devices.connector(ui), action="detect", model="", options=devices.fleet_options(), events=ui)
+        fleet = run_fleet(
+            found,
+            operation,
+            connect=devices.connector(ui),
+            action="detect",
+            model="",
+            options=devices.fleet_options(),
+            events=ui,
+        )
     if as_json:
         import json
 

@@ -20,13 +20,56 @@ RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 def _timing_options(func):
     for option in reversed(
         (
-            click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs: at least this many..."),
-            click.option("--min-time", "min_s", type=click.FloatRange(min=0), default=1.0, show_default=True, help="...and at least this many seconds of them."),
-            click.option("--warmup-runs", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first: at least this many..."),
-            click.option("--warmup-time", "warmup_min_s", type=click.FloatRange(min=0), default=0.5, show_default=True, help="...and at least this many seconds."),
-            click.option("--threads", type=click.IntRange(min=1), default=None, help="Interpreter threads [default: the target's default_threads, else all cores]."),
-            click.option("--runtime", type=click.Choice(RUNTIMES), default=None, help="Force a runtime [default: the first installed in the target's order of preference]."),
-            click.option("--probe-timeout", "timeout_s", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Seconds one probe may run on the device; then it is stopped there."),
+            click.option(
+                "--runs",
+                type=click.IntRange(min=1),
+                default=50,
+                show_default=True,
+                help="Timed runs: at least this many...",
+            ),
+            click.option(
+                "--min-time",
+                "min_s",
+                type=click.FloatRange(min=0),
+                default=1.0,
+                show_default=True,
+                help="...and at least this many seconds of them.",
+            ),
+            click.option(
+                "--warmup-runs",
+                type=click.IntRange(min=0),
+                default=5,
+                show_default=True,
+                help="Untimed runs first: at least this many...",
+            ),
+            click.option(
+                "--warmup-time",
+                "warmup_min_s",
+                type=click.FloatRange(min=0),
+                default=0.5,
+                show_default=True,
+                help="...and at least this many seconds.",
+            ),
+            click.option(
+                "--threads",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Interpreter threads [default: the target's default_threads, else all cores].",
+            ),
+            click.option(
+                "--runtime",
+                type=click.Choice(RUNTIMES),
+                default=None,
+                help="Force a runtime [default: the first installed in the target's order of preference].",
+            ),
+            click.option(
+                "--probe-timeout",
+                "timeout_s",
+                type=click.FloatRange(min=1),
+                default=300.0,
+                show_default=True,
+                help="Seconds one probe may run on the device; then it is stopped there.",
+            ),
         )
     ):
         func = option(func)
@@ -36,7 +79,9 @@ def _timing_options(func):
 def _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, timeout_s):
     from ..probe import ProbeOptions
 
-    return ProbeOptions(runs=runs, min_s=min_s, warmup_runs=warmup_runs, warmup_min_s=warmup_min_s, runtime=runtime, timeout_s=timeout_s)
+    return ProbeOptions(
+        runs=runs, min_s=min_s, warmup_runs=warmup_runs, warmup_min_s=warmup_min_s, runtime=runtime, timeout_s=timeout_s
+    )
 
 
 def _probe_timeout(timeout_s: float, devices: DeviceOptions) -> float:
@@ -75,7 +120,15 @@ def _fleet(devices: DeviceOptions, found, ui: FleetProgress, action: str, model:
     def operation(conn, device, _progress):
         return device_result(device, action, model, DeviceStatus.OK, data=per_device(conn, device))
 
-    return run_fleet(found, operation, connect=devices.connector(ui), action=action, model=model, options=devices.fleet_options(), events=ui)
+    return run_fleet(
+        found,
+        operation,
+        connect=devices.connector(ui),
+        action=action,
+        model=model,
+        options=devices.fleet_options(),
+        events=ui,
+    )
 
 
 @cli.command("probe")
@@ -83,10 +136,30 @@ def _fleet(devices: DeviceOptions, found, ui: FleetProgress, action: str, model:
 @device_options
 @targets_dir_option
 @_timing_options
-@click.option("--samples", type=click.Path(path_type=Path), help="Real input samples (.npy, .npz or image folder, as for convert --calib): the device returns its outputs and edgeq checks them against its own interpreter (parity).")
-@click.option("--parity-samples", type=click.IntRange(min=1), default=32, show_default=True, help="How many of --samples to send.")
+@click.option(
+    "--samples",
+    type=click.Path(path_type=Path),
+    help="Real input samples (.npy, .npz or image folder, as for convert --calib): the device returns its outputs and edgeq checks them against its own interpreter (parity).",
+)
+@click.option(
+    "--parity-samples", type=click.IntRange(min=1), default=32, show_default=True, help="How many of --samples to send."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-def probe_cmd(model, devices: DeviceOptions, targets_dir, runs, min_s, warmup_runs, warmup_min_s, threads, runtime, timeout_s, samples, parity_samples, as_json):
+def probe_cmd(
+    model,
+    devices: DeviceOptions,
+    targets_dir,
+    runs,
+    min_s,
+    warmup_runs,
+    warmup_min_s,
+    threads,
+    runtime,
+    timeout_s,
+    samples,
+    parity_samples,
+    as_json,
+):
     """Measure MODEL's latency ON each device (or on this machine with --target host).
 
     The model is uploaded under the name probe-<file stem> (verified like a
@@ -115,14 +188,24 @@ def probe_cmd(model, devices: DeviceOptions, targets_dir, runs, min_s, warmup_ru
         parity = ParitySamples.load(model, samples, Path(scratch), parity_samples) if samples else None
 
         def per_device(conn, device):
-            return probe_device(conn, device, model_file, options, target=targets.get(device.target), threads=threads, parity=parity)
+            return probe_device(
+                conn, device, model_file, options, target=targets.get(device.target), threads=threads, parity=parity
+            )
 
         with FleetProgress(len(found), action="probe", total_bytes=model_file.size_bytes, enabled=not as_json) as ui:
             fleet = _fleet(devices, found, ui, "probe", model_file.name, per_device)
     rows = []
     for r in fleet.results:
         result, parity_result = r.data if r.data is not None else (None, None)
-        rows.append({"device": r.device, "status": r.status.value, "reason": r.reason, "result": result, "parity": parity_result})
+        rows.append(
+            {
+                "device": r.device,
+                "status": r.status.value,
+                "reason": r.reason,
+                "result": result,
+                "parity": parity_result,
+            }
+        )
     if as_json:
         click.echo(to_json({"model": str(model), "devices": rows}))
     else:
@@ -132,17 +215,61 @@ def probe_cmd(model, devices: DeviceOptions, targets_dir, runs, min_s, warmup_ru
 
 @cli.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--calib", required=True, type=click.Path(path_type=Path), help="Calibration data for the int8 conversion (as for convert).")
-@click.option("--eval", "eval_data", type=click.Path(path_type=Path), help="Labelled data (.npz with x and y) for the accuracy in the report.")
+@click.option(
+    "--calib",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Calibration data for the int8 conversion (as for convert).",
+)
+@click.option(
+    "--eval",
+    "eval_data",
+    type=click.Path(path_type=Path),
+    help="Labelled data (.npz with x and y) for the accuracy in the report.",
+)
 @device_options
 @targets_dir_option
 @_timing_options
-@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True, help="Probe float32 and int8 alternately (A B A B ...) this many times; latencies are pooled.")
-@click.option("--sweep", is_flag=True, help="Also try every runtime installed on the device at 1..cores threads, and recommend the fastest configuration for each model.")
-@click.option("-o", "--out-dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Where the models and the reports go [default: ./edgeq-bench-<model stem>].")
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Probe float32 and int8 alternately (A B A B ...) this many times; latencies are pooled.",
+)
+@click.option(
+    "--sweep",
+    is_flag=True,
+    help="Also try every runtime installed on the device at 1..cores threads, and recommend the fastest configuration for each model.",
+)
+@click.option(
+    "-o",
+    "--out-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the models and the reports go [default: ./edgeq-bench-<model stem>].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout.")
 @click.pass_context
-def bench_cmd(ctx, model, calib, eval_data, devices: DeviceOptions, targets_dir, runs, min_s, warmup_runs, warmup_min_s, threads, runtime, timeout_s, rounds, sweep, out_dir, as_json):
+def bench_cmd(
+    ctx,
+    model,
+    calib,
+    eval_data,
+    devices: DeviceOptions,
+    targets_dir,
+    runs,
+    min_s,
+    warmup_runs,
+    warmup_min_s,
+    threads,
+    runtime,
+    timeout_s,
+    rounds,
+    sweep,
+    out_dir,
+    as_json,
+):
     """Is int8 really faster on YOUR device? Convert MODEL to float32 and int8, deploy both, probe both ON each device.
 
     The two models are probed alternately (float32, int8, float32, int8...)
@@ -180,26 +307,40 @@ def bench_cmd(ctx, model, calib, eval_data, devices: DeviceOptions, targets_dir,
         # no data: comparing the float32 model with itself would measure nothing
         float_result = convert_model(model, None, None, ConvertOptions(mode=QuantMode.FLOAT32), progress=say)
         say("converting to int8")
-        int8_result = convert_model(model, calib, None, int8_options, eval_data=eval_data, progress=say, show_log=ctx.obj.get("debug", False))
+        int8_result = convert_model(
+            model, calib, None, int8_options, eval_data=eval_data, progress=say, show_log=ctx.obj.get("debug", False)
+        )
         # the folder is made only now that the model and the data have been checked and converted
         out_dir.mkdir(parents=True, exist_ok=True)
         for label, result in (("float32", float_result), ("int8", int8_result)):
             report = dataclasses.replace(result.report, output=str(paths[label]))
             write_outputs(paths[label], result.model_bytes, report, result.recipe)
-        parity = ParitySamples.load(paths["int8"], eval_data or calib, out_dir, image_options=int8_options.image_options)
+        parity = ParitySamples.load(
+            paths["int8"], eval_data or calib, out_dir, image_options=int8_options.image_options
+        )
     models = {label: prepare_model(path, name=f"bench-{stem}-{label}"[:64]) for label, path in paths.items()}
     probe_options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, _probe_timeout(timeout_s, devices))
     options = BenchOptions(
         probe=probe_options,
         rounds=rounds,
         sweep=sweep,
-        sweep_probe=dataclasses.replace(BenchOptions().sweep_probe, timeout_s=probe_options.timeout_s),  # its own timing, the same timeout
+        sweep_probe=dataclasses.replace(
+            BenchOptions().sweep_probe, timeout_s=probe_options.timeout_s
+        ),  # its own timing, the same timeout
         threads=threads,
     )
-    with FleetProgress(len(found), action="bench", total_bytes=sum(m.size_bytes for m in models.values()), enabled=not as_json) as ui:
+    with FleetProgress(
+        len(found), action="bench", total_bytes=sum(m.size_bytes for m in models.values()), enabled=not as_json
+    ) as ui:
         fleet = _fleet(
-            devices, found, ui, "bench", stem,
-            lambda conn, device: bench_device(conn, device, models, options, target=targets.get(device.target), parity=parity, say=ui.note),
+            devices,
+            found,
+            ui,
+            "bench",
+            stem,
+            lambda conn, device: bench_device(
+                conn, device, models, options, target=targets.get(device.target), parity=parity, say=ui.note
+            ),
         )
     benches = []
     for device, result in zip(found, fleet.results):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,7 +16,7 @@ from ._output import print_renderables
 if TYPE_CHECKING:
     from ..targets import Target
 
-__all__ = ["targets_group", "targets_dir_option", "TargetName"]
+__all__ = ["TargetName", "targets_dir_option", "targets_group"]
 
 
 class TargetName(click.ParamType):
@@ -130,7 +131,11 @@ def validate_cmd(paths: tuple[Path, ...], targets_dir: Path | None, as_json: boo
             results.append({"path": str(file), "valid": True, "name": loaded.name, "error": None, "hint": None})
     invalid = [r for r in results if not r["valid"]]
     if as_json:
-        click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "valid": not invalid and bool(results), "files": results}, indent=2))
+        click.echo(
+            json.dumps(
+                {"schema_version": SCHEMA_VERSION, "valid": not invalid and bool(results), "files": results}, indent=2
+            )
+        )
     else:
         for r in results:
             if r["valid"]:
@@ -182,7 +187,9 @@ def _list_table(found: tuple[Target, ...]) -> Any:
     table.add_column("runtimes")
     table.add_column("source", no_wrap=True)
     for t in found:
-        table.add_row(t.name, t.arch, _cpu(t), _unknown(t.cpu.cores, "").replace("unknown", "?"), " ".join(t.runtimes), _where(t))
+        table.add_row(
+            t.name, t.arch, _cpu(t), _unknown(t.cpu.cores, "").replace("unknown", "?"), " ".join(t.runtimes), _where(t)
+        )
     return table
 
 
@@ -205,7 +212,12 @@ def _show_parts(t: Target) -> list[Any]:
         ("max clock", _unknown(t.cpu.max_clock_mhz, " MHz")),
         ("features", ", ".join(t.cpu.features) or "-"),
         ("memory", _unknown(t.memory_mb, " MiB")),
-        ("power", f"{t.power_w:g} W typical under load (energy figures are estimates from it)" if t.power_w is not None else "unknown"),
+        (
+            "power",
+            f"{t.power_w:g} W typical under load (energy figures are estimates from it)"
+            if t.power_w is not None
+            else "unknown",
+        ),
         ("os", t.os),
         ("python", t.python),
         ("runtimes", ", ".join(_runtime(t, r) for r in t.runtimes)),
@@ -214,7 +226,12 @@ def _show_parts(t: Target) -> list[Any]:
         ("modes", ", ".join(q.modes)),
         ("I/O types", ", ".join(q.io_types)),
         ("per-channel", "yes" if q.per_channel else "no (per-tensor weights)"),
-        ("deploy", "local: this machine, no SSH" if d.transport == "local" else f"ssh, user {d.user or '(from inventory / SSH config)'}, port {d.port}"),
+        (
+            "deploy",
+            "local: this machine, no SSH"
+            if d.transport == "local"
+            else f"ssh, user {d.user or '(from inventory / SSH config)'}, port {d.port}",
+        ),
         ("remote dir", d.remote_dir),
         ("keep", f"{d.keep_versions} versions"),
     ]

@@ -16,25 +16,107 @@ from .targets import targets_dir_option
 
 @cli.command("tune")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--calib", required=True, type=click.Path(path_type=Path), help="Calibration data (.npy, .npz or image folder): calibrated on ONCE, for every candidate.")
-@click.option("--eval", "eval_data", type=click.Path(path_type=Path), help="Labelled data (.npz with x and y): half guides the search, the other half (never seen by the search) gives the reported figures.")
-@click.option("--max-drop", type=float, default=None, help="Budget: accuracy drop in percentage points against float on --eval [default: 1.0 when --eval is given].")
-@click.option("--min-agreement", type=float, default=None, help="Budget without labels: top-1 agreement with the float model, in percent (e.g. 99).")
-@click.option("--min-sqnr", type=float, default=None, help="Budget without labels: output SQNR against float, in dB (e.g. 30).")
+@click.option(
+    "--calib",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Calibration data (.npy, .npz or image folder): calibrated on ONCE, for every candidate.",
+)
+@click.option(
+    "--eval",
+    "eval_data",
+    type=click.Path(path_type=Path),
+    help="Labelled data (.npz with x and y): half guides the search, the other half (never seen by the search) gives the reported figures.",
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    default=None,
+    help="Budget: accuracy drop in percentage points against float on --eval [default: 1.0 when --eval is given].",
+)
+@click.option(
+    "--min-agreement",
+    type=float,
+    default=None,
+    help="Budget without labels: top-1 agreement with the float model, in percent (e.g. 99).",
+)
+@click.option(
+    "--min-sqnr", type=float, default=None, help="Budget without labels: output SQNR against float, in dB (e.g. 30)."
+)
 @device_options
 @targets_dir_option
 @_timing_options
-@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True, help="With devices: probe the candidates alternately (A B C A B C ...) this many times.")
-@click.option("--max-candidates", type=click.IntRange(min=1, max=1000), default=40, show_default=True, help="End-to-end evaluations the layer search may spend.")
-@click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True, help="How many samples calibrate (as edgeq convert).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the splits (calibration/held-out, search/report).")
-@click.option("--pixel-range", type=click.Choice(list(PIXEL_RANGES)), default="0,1", show_default=True, help="Image folders: range that pixel values 0..255 are mapped to.")
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="With devices: probe the candidates alternately (A B C A B C ...) this many times.",
+)
+@click.option(
+    "--max-candidates",
+    type=click.IntRange(min=1, max=1000),
+    default=40,
+    show_default=True,
+    help="End-to-end evaluations the layer search may spend.",
+)
+@click.option(
+    "--calib-samples",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="How many samples calibrate (as edgeq convert).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the splits (calibration/held-out, search/report)."
+)
+@click.option(
+    "--pixel-range",
+    type=click.Choice(list(PIXEL_RANGES)),
+    default="0,1",
+    show_default=True,
+    help="Image folders: range that pixel values 0..255 are mapped to.",
+)
 @click.option("--mean", type=FloatList(), default=None, help="Image folders: per-channel mean.")
 @click.option("--std", type=FloatList(), default=None, help="Image folders: per-channel std.")
-@click.option("-o", "--out-dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Where the chosen model, its recipe and the reports go [default: ./edgeq-tune-<model stem>].")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (`chosen.path` is the chosen model).")
+@click.option(
+    "-o",
+    "--out-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the chosen model, its recipe and the reports go [default: ./edgeq-tune-<model stem>].",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (`chosen.path` is the chosen model)."
+)
 @click.pass_context
-def tune_cmd(ctx, model, calib, eval_data, max_drop, min_agreement, min_sqnr, devices: DeviceOptions, targets_dir, runs, min_s, warmup_runs, warmup_min_s, threads, runtime, timeout_s, rounds, max_candidates, calib_samples, seed, pixel_range, mean, std, out_dir, as_json):
+def tune_cmd(
+    ctx,
+    model,
+    calib,
+    eval_data,
+    max_drop,
+    min_agreement,
+    min_sqnr,
+    devices: DeviceOptions,
+    targets_dir,
+    runs,
+    min_s,
+    warmup_runs,
+    warmup_min_s,
+    threads,
+    runtime,
+    timeout_s,
+    rounds,
+    max_candidates,
+    calib_samples,
+    seed,
+    pixel_range,
+    mean,
+    std,
+    out_dir,
+    as_json,
+):
     """Find the fastest variant of MODEL that stays within an accuracy budget.
 
     Calibrates once, then builds candidates from the stored statistics: full
@@ -60,7 +142,9 @@ def tune_cmd(ctx, model, calib, eval_data, max_drop, min_agreement, min_sqnr, de
     from ..tune import Budget, BudgetNotMet, TuneOptions, run_tune
 
     if max_drop is not None and eval_data is None:
-        raise click.UsageError("--max-drop needs --eval (labelled data); without labels use --min-agreement or --min-sqnr")
+        raise click.UsageError(
+            "--max-drop needs --eval (labelled data); without labels use --min-agreement or --min-sqnr"
+        )
     if eval_data is not None and max_drop is None and min_agreement is None and min_sqnr is None:
         max_drop = 1.0
     if max_drop is None and min_agreement is None and min_sqnr is None:
@@ -89,13 +173,26 @@ def tune_cmd(ctx, model, calib, eval_data, max_drop, min_agreement, min_sqnr, de
     with progress_reporter(enabled=not as_json) as say, captured_native_output(echo=ctx.obj.get("debug", False)):
         if found:
             with FleetProgress(len(found), action="tune", enabled=not as_json) as ui:
-                report, written, fleet = run_tune(
-                    str(model), str(calib), str(eval_data) if eval_data else None, options, out_dir,
-                    target=target, devices=found, device_targets=targets.get, connect=devices.connector(ui),
-                    fleet_options=devices.fleet_options(), events=ui, probe_options=probe_options, rounds=rounds, say=say,
+                report, _written, fleet = run_tune(
+                    str(model),
+                    str(calib),
+                    str(eval_data) if eval_data else None,
+                    options,
+                    out_dir,
+                    target=target,
+                    devices=found,
+                    device_targets=targets.get,
+                    connect=devices.connector(ui),
+                    fleet_options=devices.fleet_options(),
+                    events=ui,
+                    probe_options=probe_options,
+                    rounds=rounds,
+                    say=say,
                 )
         else:
-            report, written, fleet = run_tune(str(model), str(calib), str(eval_data) if eval_data else None, options, out_dir, target=target, say=say)
+            report, _written, fleet = run_tune(
+                str(model), str(calib), str(eval_data) if eval_data else None, options, out_dir, target=target, say=say
+            )
     if report.chosen is not None or report.best_found is not None:
         reports = write_tune_reports(report, out_dir / f"{model.stem}_tune")
     else:

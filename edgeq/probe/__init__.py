@@ -13,8 +13,9 @@ import dataclasses
 import hashlib
 import json
 import shlex
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,21 +23,21 @@ from ..errors import ProbeOutputError, RemoteCommandError
 
 __all__ = [
     "PROBE_FILE",
-    "ProbeOptions",
     "LatencyStats",
-    "Thermal",
     "OutputTensor",
-    "ProbeResult",
     "Parity",
-    "probe_source",
-    "probe_digest",
-    "probe_command",
-    "parse_probe_output",
-    "result_from_document",
+    "ProbeOptions",
+    "ProbeResult",
+    "Thermal",
     "compare_parity",
-    "summarize_latencies",
     "ensure_probe",
+    "parse_probe_output",
+    "probe_command",
+    "probe_digest",
+    "probe_source",
+    "result_from_document",
     "run_probe",
+    "summarize_latencies",
 ]
 
 PROBE_FILE = Path(__file__).with_name("device.py")
@@ -171,15 +172,24 @@ def probe_command(
     args = [
         python,
         script,
-        "--model", model,
-        "--runs", str(options.runs),
-        "--min-s", repr(float(options.min_s)),
-        "--max-runs", str(options.max_runs),
-        "--max-s", repr(float(options.max_s)),
-        "--warmup-runs", str(options.warmup_runs),
-        "--warmup-min-s", repr(float(options.warmup_min_s)),
-        "--seed", str(options.seed),
-        "--threads", str(threads or 0),
+        "--model",
+        model,
+        "--runs",
+        str(options.runs),
+        "--min-s",
+        repr(float(options.min_s)),
+        "--max-runs",
+        str(options.max_runs),
+        "--max-s",
+        repr(float(options.max_s)),
+        "--warmup-runs",
+        str(options.warmup_runs),
+        "--warmup-min-s",
+        repr(float(options.warmup_min_s)),
+        "--seed",
+        str(options.seed),
+        "--threads",
+        str(threads or 0),
     ]
     if options.runtime:
         args += ["--runtime", options.runtime]
@@ -238,8 +248,11 @@ def _throttle_reason(before: Thermal, after: Thermal) -> str | None:
         return f"firmware reports throttling (get_throttled=0x{after.throttle_bits:x})"
     if after.temp_c is not None and after.temp_c >= HOT_C:
         return f"CPU at {after.temp_c:.0f} C after the run (throttling starts at {HOT_C:.0f} C)"
-    if after.clock_mhz and after.max_clock_mhz and after.clock_mhz < 0.9 * after.max_clock_mhz and (
-        before.clock_mhz is None or after.clock_mhz < before.clock_mhz
+    if (
+        after.clock_mhz
+        and after.max_clock_mhz
+        and after.clock_mhz < 0.9 * after.max_clock_mhz
+        and (before.clock_mhz is None or after.clock_mhz < before.clock_mhz)
     ):
         return f"clock fell to {after.clock_mhz:.0f} of {after.max_clock_mhz:.0f} MHz"
     return None
