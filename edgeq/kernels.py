@@ -623,21 +623,31 @@ def _variant_hint(feature: KernelFeature) -> str:
     return "quantize to int8 or int4"
 
 
-def check_runs_on_target(model: bytes, target: Any) -> None:
-    """Raise ConversionError when none of ``target``'s runtimes (at its ``runtime_versions``) can run ``model``."""
-    features = required_features(model)
+def target_reasons(model: bytes, target: Any, features: tuple[KernelFeature, ...] | None = None) -> tuple[str, ...]:
+    """Why none of ``target``'s runtimes can run ``model`` (one reason per missing kernel); empty when one can."""
+    features = required_features(model) if features is None else features
     if not features:
-        return
+        return ()
     versions: Mapping[str, str] = getattr(target, "runtime_versions", None) or {}
-    runtimes = tuple(getattr(target, "runtimes", ()) or ())
     reasons: list[str] = []
-    for runtime in runtimes:
+    for runtime in tuple(getattr(target, "runtimes", ()) or ()):
         if runtime not in RUNTIME_FAMILIES:
             continue
         missing = _missing(features, runtime, versions.get(runtime))
         if not missing:
-            return
+            return ()
         reasons.extend(missing)
+    return tuple(dict.fromkeys(reasons))
+
+
+def check_runs_on_target(model: bytes, target: Any) -> None:
+    """Raise ConversionError when none of ``target``'s runtimes (at its ``runtime_versions``) can run ``model``."""
+    features = required_features(model)
+    reasons = target_reasons(model, target, features)
+    if not reasons:
+        return
+    versions: Mapping[str, str] = getattr(target, "runtime_versions", None) or {}
+    runtimes = tuple(getattr(target, "runtimes", ()) or ())
     name = getattr(target, "name", "?")
     hints: list[str] = []
     elsewhere: list[str] = []
@@ -671,6 +681,6 @@ def check_runs_on_target(model: bytes, target: Any) -> None:
     listed = ", ".join(f"{rt} {versions.get(rt) or NEWEST[rt]}" for rt in runtimes)
     raise ConversionError(
         f"target {name} cannot run this model: none of its runtimes ({listed}) has the kernels it needs:\n"
-        + "\n".join(f"  - {r}" for r in dict.fromkeys(reasons)),
+        + "\n".join(f"  - {r}" for r in reasons),
         hint="; or ".join(hints) if hints else None,
     )

@@ -799,14 +799,14 @@ def _acceptor(targets: Sequence[Any]) -> Callable[[bytes], str | None] | None:
     """None when there is no target to satisfy; else a check: None if every target can run the model, or why not."""
     if not targets:
         return None
-    from .kernels import check_runs_on_target
+    from .kernels import target_reasons
 
     def accept(model: bytes) -> str | None:
         for target in targets:
-            try:
-                check_runs_on_target(model, target)
-            except ConversionError as exc:
-                return f"target {target.name}: {exc.message}"
+            reasons = target_reasons(model, target)
+            if reasons:
+                more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+                return f"{target.name}: {reasons[0]}{more}"
         return None
 
     return accept
