@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from .metrics import accuracy, compare_outputs, is_classifier_output
 from .quantize import FloatGraph, load_float_tflite
 from .recipe import CalibrationSettings, Engine, Override, Precision, Recipe, recipe_path_for
 from .types import ConversionReport, Fidelity, IOType, QuantMode, TensorSpec
+
+if TYPE_CHECKING:
+    from .targets import Target
 
 __all__ = [
     "ConversionResult",
@@ -647,3 +650,47 @@ def write_outputs(out: Path, model_bytes: bytes, report: ConversionReport, recip
         model_tmp.write(model_bytes)
         report_tmp.write(json.dumps(report.to_dict(), indent=2).encode() + b"\n")
         recipe_tmp.write(recipe.to_json().encode())
+
+
+# --------------------------------------------------------------------------- target policy
+
+
+def apply_target(target: Target, options: ConvertOptions, *, mode_given: bool = True) -> ConvertOptions:
+    """``options`` adjusted to what ``target`` can run, or ConversionError saying why it cannot.
+
+    Fills what the user did not give (the target's first mode when
+    ``mode_given`` is false; its first I/O type that suits the mode when
+    ``options.io_type`` is None), turns per-channel weights off where the
+    target lacks them, and records the target's name. Runs before any
+    TensorFlow work.
+    """
+    q = target.quantization
+    mode = options.mode if mode_given else q.default_mode
+    if not q.allows_mode(mode):
+        reason = f" {q.notes[0]}" if q.notes else ""
+        raise ConversionError(
+            f"target {target.name} cannot run --mode {mode.value} models: it runs {', '.join(q.modes)} only.{reason}",
+            hint=f"use --mode {' or --mode '.join(q.modes)}, or convert without --target",
+        )
+    io_type = options.io_type
+    if io_type is None:
+        io_type = q.default_io_type(mode)
+        if io_type is None:  # _check_merged guarantees one for every listed mode
+            raise InternalError(f"target {target.name}: no I/O type for mode {mode.value}")
+    elif io_type.value not in q.io_types:
+        usable = [t.value for t in q.io_types_for(mode)]
+        raise ConversionError(
+            f"target {target.name} cannot take models with --io-type {io_type.value}: "
+            f"its models' inputs and outputs must be {' or '.join(q.io_types)}",
+            hint=f"use --io-type {' or '.join(usable)}, or leave --io-type out (the default for {target.name} "
+            f"with --mode {mode.value} is {usable[0]})",
+        )
+    adjusted = dataclasses.replace(
+        options,
+        mode=mode,
+        io_type=io_type,
+        per_channel=options.per_channel and q.per_channel,
+        target=target.name,
+    )
+    adjusted.resolved_io_type()  # a mode/io-type mismatch fails here, before any conversion work
+    return adjusted

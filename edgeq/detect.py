@@ -154,7 +154,7 @@ def parse_facts(text: str, device: str = "device") -> DeviceFacts:
             f"{device}: the device's answer to `targets detect` is incomplete",
             hint="is it a Linux device with a POSIX shell?",
         )
-    from .targets import cpu_facts_from_cpuinfo, machine_arch
+    from .machine import cpu_facts_from_cpuinfo, machine_arch
 
     uname = sections["uname"] + ["", "", ""]
     kernel_arch = uname[0].strip()

@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner
 
 from edgeq.cli import cli
+from edgeq.convert import apply_target
 from edgeq.errors import ConversionError, TargetFileError
 from edgeq.targets import (
     CPU_FEATURES,
     Target,
-    apply_target,
     bundled_targets_dir,
     cpu_facts_from_cpuinfo,
     list_targets,

@@ -242,7 +242,8 @@ def convert_cmd(
     if target_name is not None:
         import dataclasses
 
-        from ..targets import apply_target, load_target
+        from ..convert import apply_target
+        from ..targets import load_target
 
         target = load_target(target_name, targets_dir=targets_dir)
         options = apply_target(target, options, mode_given=mode is not None or recipe_file is not None)

@@ -299,7 +299,7 @@ def bench_cmd(
     common = {d.target for d in found}
     int8_options = ConvertOptions(mode=QuantMode.INT8)
     if len(common) == 1 and None not in common:
-        from ..targets import apply_target
+        from ..convert import apply_target
 
         int8_options = apply_target(targets.get(common.pop()), int8_options, mode_given=True)
     with progress_reporter(enabled=not as_json) as say:
