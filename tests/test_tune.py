@@ -10,6 +10,7 @@ import pytest
 from _models import *  # noqa: F403 - session fixtures
 from _models import DIGITS
 from click.testing import CliRunner
+from test_bench import device_pythons  # noqa: F401 - session fixture: device Pythons with each runtime
 
 from edgeq.cli import cli
 from edgeq.convert import open_source
@@ -260,3 +261,56 @@ def test_a_model_with_no_quantizable_op_is_one_clear_error(model_dir, tmp_path):
     assert result.exit_code == ConversionError.exit_code, result.output
     assert "no op of this model can be quantized" in result.output
     assert not out.exists()
+
+
+def test_tune_on_a_fleet_of_two_runtimes_through_sshd(
+    digits_classifier, start_device, device_pythons, known_hosts_for, tmp_path
+):
+    """Two real sshd devices: ai-edge-litert, and tflite-runtime 2.14 on a 32-bit-Pi target (its kernels limit the candidates)."""
+    from test_bench import FAST, ssh_host, write_inventory
+
+    devices = {"litert": start_device("litert"), "tflite": start_device("tflite")}
+    hosts = {
+        "litert": ssh_host(devices["litert"], device_pythons["ai-edge-litert"]),
+        "tflite": {**ssh_host(devices["tflite"], device_pythons["tflite-runtime"]), "edgeq_target": "rpi4b-32bit"},
+    }
+    inventory = write_inventory(tmp_path / "fleet.yml", hosts)
+    out = tmp_path / "tuned"
+    args = [
+        "tune",
+        str(digits_classifier),
+        "--calib",
+        str(CALIB),
+        "--eval",
+        str(EVAL),
+        "--max-drop",
+        "2",
+        "-i",
+        str(inventory),
+    ]
+    args += [
+        "--known-hosts",
+        str(known_hosts_for(*devices.values())),
+        "--retries",
+        "0",
+        "--rounds",
+        "1",
+        *map(str, FAST),
+        "--threads",
+        "1",
+    ]
+    result = CliRunner().invoke(cli, [*args, "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    by_device = {d["device"]: d for d in report["devices"]}
+    assert set(by_device) == {"litert", "tflite"} and all(d["status"] == "ok" for d in by_device.values())
+    # every probed candidate passed both targets' kernel checks: nothing the 32-bit Pi's runtime lacks was sent
+    refused = {c["name"] for c in report["candidates"] if c["error"]}
+    assert "w4a8" in refused and "int4-weight" in refused
+    runtimes = {name: {lat["runtime"] for lat in d["latencies"]} for name, d in by_device.items()}
+    assert runtimes == {"litert": {"ai-edge-litert"}, "tflite": {"tflite-runtime"}}
+    for d in by_device.values():
+        probed = {lat["candidate"]: lat["p50_ms"] for lat in d["latencies"]}
+        within = [n for n in probed if next(c for c in report["candidates"] if c["name"] == n)["meets_budget"]]
+        assert d["chosen"] == min(within, key=probed.get)
+        assert Path(report["chosen"]["per_device"][d["device"]]["path"]).is_file()
