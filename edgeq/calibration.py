@@ -208,13 +208,15 @@ def _load_image_folder(path: Path, specs: Sequence[TensorSpec], options: ImageOp
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise _fail(path, "no PNG or JPEG images in this folder")
-    _, height, width, channels = spec.shape
+    _, h, w, c = spec.shape
+    assert h is not None and w is not None and c is not None  # _image_spec checked them
+    height, width, channels = int(h), int(w), int(c)
     mode = "L" if channels == 1 else "RGB"
     pixels = np.empty((len(files), height, width, channels), dtype=np.float32)
     for i, file in enumerate(files):
         try:
-            with Image.open(file) as img:
-                img = img.convert(mode)
+            with Image.open(file) as opened:
+                img = opened.convert(mode)
                 if img.size != (width, height):
                     img = img.resize((width, height), Image.Resampling.BILINEAR)
                 array = np.asarray(img, dtype=np.float32)

@@ -350,7 +350,7 @@ def _convert(
         fidelity = compare_outputs(float_runner.run(holdout), quant_runner.run(holdout))
         warnings.extend(_fidelity_warnings(fidelity))
     acc = None
-    if eval_inputs is not None:
+    if eval_inputs is not None and labels is not None:
         say(f"evaluating on {len(labels)} labelled samples")
         acc = _evaluate(eval_data, float_runner, quant_runner, eval_inputs, labels)
 

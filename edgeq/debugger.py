@@ -14,6 +14,7 @@ import io
 import math
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -62,7 +63,9 @@ def layer_errors(
     with captured_native_output():
         say(f"loading {float_model}")
         loaded = load_float_model(float_model)
-        split = split_samples(load_samples(calibration, loaded.input_specs(), image_options), calibration_samples, seed)
+        split = split_samples(
+            load_samples(Path(calibration), loaded.input_specs(), image_options), calibration_samples, seed
+        )
         # The debugger feeds lists in the interpreter's input order, not dicts: learn it from the float model.
         runner = ModelRunner(run_converter(converter_for(loaded, QuantMode.FLOAT32, io_type, None, True), log))
         order = sorted(runner.inputs, key=lambda name: runner.inputs[name].index)

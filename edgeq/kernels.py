@@ -252,7 +252,9 @@ def inspect_kernels(model: bytes) -> ModelKernels:
                 int16_ops[name] = int16_ops.get(name, 0) + 1
 
             # The weight: the first constant input of two or more dimensions, or one dequantized at load.
-            kind = None
+            kind: str | None = None
+            w: int | None = None
+            wtype: int | None = None
             for t in ins:
                 if weight_like(t):
                     w = t
@@ -293,9 +295,9 @@ def inspect_kernels(model: bytes) -> ModelKernels:
                 need(FeatureKind.PER_CHANNEL, name)
 
     features = []
-    for (kind, op), n in found.items():
-        ops = (op,) if op else ("DEQUANTIZE",) if kind is FeatureKind.INT4_DEQUANTIZE else ("QUANTIZE",)
-        features.append(KernelFeature(kind, ops, n))
+    for (feature_kind, op), n in found.items():
+        involved = (op,) if op else ("DEQUANTIZE",) if feature_kind is FeatureKind.INT4_DEQUANTIZE else ("QUANTIZE",)
+        features.append(KernelFeature(feature_kind, involved, n))
     if int16_ops:
         features.append(KernelFeature(FeatureKind.INT16_ACTIVATIONS, tuple(sorted(int16_ops)), sum(int16_ops.values())))
     if low_bit_ops:
@@ -540,7 +542,8 @@ def _check_runtime(runtime: str) -> None:
 
 
 def _in_gap(support: Support, version: tuple[int, ...]) -> bool:
-    return support.gap is not None and parse_version(support.gap[0]) <= version <= parse_version(support.gap[1])
+    gap = support.gap
+    return gap is not None and parse_version(gap[0]) <= version <= parse_version(gap[1])
 
 
 def _has(support: Support, version: tuple[int, ...]) -> bool:
@@ -564,11 +567,12 @@ def _reason(feature: KernelFeature, runtime: str, shown: str, version: tuple[int
         return None
     what = feature.describe()
     label = "measured" if support.source == "measured" else support.source
-    if _in_gap(support, version):
+    if support.gap is not None and _in_gap(support, version):
         text = f"{runtime} {shown} has no {what} ({label}: releases {support.gap[0]}-{support.gap[1]} lost it; {support.evidence})"
     elif support.since is None and support.lacking is None:
         text = f"{runtime} {shown} is not known to have the {what} ({support.evidence})"
     elif support.since is None:
+        assert support.lacking is not None
         if version <= parse_version(support.lacking):
             text = f"{runtime} {shown} has no {what} ({label}: {support.without}; {support.evidence})"
         else:
@@ -652,8 +656,8 @@ def check_runs_on_target(model: bytes, target: Any) -> None:
     hints: list[str] = []
     elsewhere: list[str] = []
     for family in RUNTIME_FAMILIES:
-        sinces = [support_for(f, family).since for f in features]
-        if any(s is None for s in sinces):
+        sinces = [since for f in features if (since := support_for(f, family).since) is not None]
+        if len(sinces) < len(features):
             continue
         need = max(sinces, key=parse_version)
         if family not in runtimes:

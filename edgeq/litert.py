@@ -213,10 +213,13 @@ def describe_model(model: str | os.PathLike | bytes, interp: Any | None = None) 
         signatures = tuple(interp.get_signature_list())
     except (AttributeError, ValueError):
         pass
-    in_memory = isinstance(model, (bytes, bytearray))
+    if isinstance(model, (bytes, bytearray)):
+        path, size = "", len(model)
+    else:
+        path, size = str(model), Path(model).stat().st_size
     return ModelSummary(
-        path="" if in_memory else str(model),
-        size_bytes=len(model) if in_memory else Path(model).stat().st_size,
+        path=path,
+        size_bytes=size,
         inputs=inputs,
         outputs=outputs,
         op_counts=dict(sorted(op_counts.items())),

@@ -428,7 +428,9 @@ class FloatGraph:
                 q = quantizer.Quantizer(bytearray(self.model), rules)
                 if q.need_calibration and not statistics:
                     raise ConversionError(f"--mode {mode.value} needs calibration data (--calib PATH)")
-                result = q.quantize(dict(statistics) if q.need_calibration else None, enable_progress_report=False)
+                result = q.quantize(
+                    dict(statistics or {}) if q.need_calibration else None, enable_progress_report=False
+                )
             except ConversionError:
                 raise
             except (ValueError, RuntimeError, KeyError, NotImplementedError) as exc:

@@ -178,7 +178,7 @@ def _known(raw: Mapping[str, Any], valid: tuple[str, ...], where: str) -> None:
 
 
 def _choice(value: Any, enum_type: type[enum.Enum], where: str) -> Any:
-    valid = [m.value for m in enum_type]  # type: ignore[attr-defined]
+    valid = [m.value for m in enum_type]
     if value not in valid:
         close = difflib.get_close_matches(str(value), valid, n=1)
         raise ConversionError(

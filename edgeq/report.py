@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -22,16 +23,23 @@ __all__ = [
 ]
 
 
+def _justify(value: str) -> JustifyMethod:
+    if value not in ("default", "left", "center", "right", "full"):
+        raise ValueError(value)
+    return value  # type: ignore[return-value]  # narrowed by the check above
+
+
 def to_json(value: Any) -> str:
     return json.dumps(to_jsonable(value), indent=2)
 
 
 def format_bytes(n: int) -> str:
+    value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)  # pragma: no cover
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(value)  # pragma: no cover
 
 
 def _db(value: float) -> str:
@@ -93,7 +101,7 @@ def layer_table(layers: Iterable[Any]) -> Table:
         ("max abs error", "right"),
         ("scale", "right"),
     ):
-        table.add_column(col, justify=justify, overflow="fold")
+        table.add_column(col, justify=_justify(justify), overflow="fold")
     for layer in layers:
         table.add_row(
             layer.op, layer.tensor, f"{layer.rmse_over_scale:.3f}", f"{layer.max_abs_error:.4g}", f"{layer.scale:.4g}"
@@ -384,7 +392,7 @@ def probe_table(rows: list[dict[str, Any]]) -> list[Any]:
         ("load / first ms", "right"),
         ("peak MB", "right"),
     ):
-        table.add_column(col, justify=justify, overflow="fold")
+        table.add_column(col, justify=_justify(justify), overflow="fold")
     notes: list[Any] = []
     for row in rows:
         r = row["result"]
@@ -436,7 +444,7 @@ def bench_tables(report: Any) -> list[Any]:
         ("speedup [95 % CI]", "right"),
         ("parity", "left"),
     ):
-        table.add_column(col, justify=justify, overflow="fold")
+        table.add_column(col, justify=_justify(justify), overflow="fold")
     verdicts: list[Any] = []
     for d in report.devices:
         if d.status != "ok":
@@ -550,7 +558,7 @@ def tune_tables(report: Any) -> list[Any]:
         ("p50 ms [95 % CI]", "right"),
         ("verdict", "left"),
     ):
-        table.add_column(col, justify=justify, overflow="fold")
+        table.add_column(col, justify=_justify(justify), overflow="fold")
     for row in tune_rows(report):
         style = "bold green" if row["verdict"] == "CHOSEN" else ("dim" if row["verdict"].startswith("refused") else "")
         table.add_row(
@@ -659,7 +667,7 @@ def tune_figure(report: Any, target: Path | BinaryIO) -> None:
 
     kind = report.budget_kind
     fig, ax = plt.subplots(figsize=(8, 5))
-    latency = {}
+    latency: dict[str, float] = {}
     for d in report.devices:
         for lat in d.latencies:
             latency.setdefault(lat.candidate, lat.p50_ms)  # the first device's, when several
