@@ -13,13 +13,14 @@ import dataclasses
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .calibration import ImageOptions, load_samples
-from .deploy import DeviceStatus, ModelFile, deploy_to_device, model_dir
-from .errors import RemoteCommandError
+from .deploy import ModelFile, deploy_to_device, model_dir
+from .errors import EdgeqError, NoRuntimeError
+from .fleet import reason_of, status_of
 from .probe import (
     DEFAULT_RUNTIMES,
     LatencyStats,
@@ -31,6 +32,11 @@ from .probe import (
     summarize_latencies,
 )
 from .stats import Speedup, outliers, speedup, verdict
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .inventory import Device
+    from .targets import Target
 
 __all__ = [
     "BenchOptions",
@@ -97,8 +103,10 @@ class SweepPoint:
 class DeviceBench:
     device: str
     target: str | None
-    status: str  # "ok" | "failed" | "unreachable"
+    status: str  # "ok" | "failed" | "unreachable" | "skipped"
     reason: str | None = None
+    code: int = 0  # a failure's exit code and kind (edgeq.errors)
+    kind: str | None = None
     machine: str | None = None
     float32: ModelRun | None = None
     int8: ModelRun | None = None
@@ -187,36 +195,46 @@ def pool(label: str, model: ModelFile, results: Sequence[ProbeResult]) -> ModelR
     )
 
 
-def remote_model_path(device: Any, model: ModelFile) -> str:
+def remote_model_path(device: Device, model: ModelFile) -> str:
     """Where a deployed version of ``model`` lives on ``device``."""
     return f"{model_dir(device, model.name)}/{model.version}/model.tflite"
 
 
-def deploy_for_probe(conn: Any, device: Any, model: ModelFile) -> None:
-    """Put ``model`` on the device through the deployer (verified, atomic); raise if that failed."""
-    result = deploy_to_device(conn, device, model, keep=getattr(device, "keep_versions", None))
-    if not result.status.succeeded:
-        raise RemoteCommandError(f"{result.device}: upload of {model.name} failed: {result.reason}", hint=result.hint)
+def deploy_for_probe(conn: Connection, device: Device, model: ModelFile) -> None:
+    """Put ``model`` on the device through the deployer (verified, atomic); it raises if that fails."""
+    deploy_to_device(conn, device, model, keep=device.keep_versions)
 
 
 class DeviceProber:
     """Probes deployed models on one device with the target's Python, runtimes and threads."""
 
     def __init__(
-        self, conn: Any, device: Any, options: ProbeOptions, *, target: Any = None, threads: int | None = None
+        self,
+        conn: Connection,
+        device: Device,
+        options: ProbeOptions,
+        *,
+        target: Target | None = None,
+        threads: int | None = None,
     ):
         self.conn = conn
         self.device = device
-        self.name = getattr(device, "name", str(device))
-        self.python = getattr(device, "python", None) or (target.python if target else "python3")
-        self.remote_dir = getattr(device, "remote_dir", "edgeq")
+        self.name = device.name
+        self.python = device.python or (target.python if target else "python3")
+        self.remote_dir = device.remote_dir
         self.threads = threads or (target.default_threads if target else None)
         if target is not None and not options.runtime:
             options = dataclasses.replace(options, prefer=tuple(target.runtimes))
         self.options = options
 
     def probe(
-        self, model: ModelFile, options: ProbeOptions | None = None, threads: int | None = None, **kw: Any
+        self,
+        model: ModelFile,
+        options: ProbeOptions | None = None,
+        threads: int | None = None,
+        *,
+        samples: Path | None = None,
+        return_outputs: bool = False,
     ) -> ProbeResult:
         return run_probe(
             self.conn,
@@ -226,7 +244,8 @@ class DeviceProber:
             python=self.python,
             remote_dir=self.remote_dir,
             threads=threads or self.threads,
-            **kw,
+            samples=samples,
+            return_outputs=return_outputs,
         )
 
     def parity(self, model: ModelFile, samples: ParitySamples) -> Parity:
@@ -237,12 +256,12 @@ class DeviceProber:
 
 
 def probe_device(
-    conn: Any,
-    device: Any,
+    conn: Connection,
+    device: Device,
     model: ModelFile,
     options: ProbeOptions = ProbeOptions(),
     *,
-    target: Any = None,
+    target: Target | None = None,
     threads: int | None = None,
     parity: ParitySamples | None = None,
 ) -> tuple[ProbeResult, Parity | None]:
@@ -254,18 +273,18 @@ def probe_device(
 
 
 def bench_device(
-    conn: Any,
-    device: Any,
+    conn: Connection,
+    device: Device,
     models: Mapping[str, ModelFile],
     options: BenchOptions = BenchOptions(),
     *,
-    target: Any = None,
+    target: Target | None = None,
     parity: ParitySamples | None = None,
     say: Say | None = None,
 ) -> DeviceBench:
     """Deploy ``models`` ({"float32": ..., "int8": ...}) to one device and compare them there."""
     say = say or (lambda _msg: None)
-    name = getattr(device, "name", str(device))
+    name = device.name
     for label, model in models.items():
         say(f"{name}: deploying {label} ({model.size_bytes} bytes)")
         deploy_for_probe(conn, device, model)
@@ -297,7 +316,7 @@ def bench_device(
                 recommended[label] = min(points, key=lambda p: p.p50_ms)
     return DeviceBench(
         device=name,
-        target=getattr(target, "name", None) or getattr(device, "target", None),
+        target=target.name if target else device.target,
         status="ok",
         machine=rounds[FLOAT][0].machine,
         float32=runs[FLOAT],
@@ -331,20 +350,20 @@ def _sweep(
                             result.latency.p50_ms,
                         )
                     )
-        except RemoteCommandError as exc:
-            if "no TFLite runtime could be imported" not in exc.message:
-                raise
-            # not installed on this device (the first probe says so): next runtime
+        except NoRuntimeError:
+            pass  # not installed on this device (the first probe says so): next runtime
     return tuple(points)
 
 
-def failed_device(device: Any, target: Any, reason: str, status: DeviceStatus | str = "failed") -> DeviceBench:
-    status_text = status.value if isinstance(status, DeviceStatus) else status
+def failed_device(device: Device, target: Target | None, error: EdgeqError) -> DeviceBench:
+    """A device of a bench whose run ended with ``error``."""
     return DeviceBench(
-        device=getattr(device, "name", str(device)),
-        target=getattr(target, "name", None) or getattr(device, "target", None),
-        status="unreachable" if status_text == "unreachable" else "failed",
-        reason=reason,
+        device=device.name,
+        target=target.name if target else device.target,
+        status=status_of(error).value,
+        reason=reason_of(error, device.name),
+        code=error.exit_code,
+        kind=error.kind,
     )
 
 

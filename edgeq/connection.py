@@ -9,11 +9,15 @@ Design, after fabric/paramiko and httpx:
 * ``SSHConnection(host, ...)`` opens lazily on first use and closes as a
   context manager; one transport is reused for every command and transfer on
   that device.
-* Every remote command runs under a small POSIX-shell wrapper
-  (:data:`COMMAND_WRAPPER`) that puts it in its own session / process group
-  and kills that group when the command overruns its timeout, so a timed-out
-  command ends on the device, not only on our side. The client also keeps its
-  own deadline (timeout + a grace period) and closes the channel after it.
+* Every remote command runs under the wrapper script ``edgeq/remote/wrapper.sh``
+  (kept on the device once per version, see :mod:`edgeq.remote`) that puts it
+  in its own session / process group and kills that group when the command
+  overruns its timeout, so a timed-out command ends on the device, not only on
+  our side. The client also keeps its own deadline (timeout + a grace period)
+  and closes the channel after it. A command has a short label ("deploy",
+  "probe", ...) that its error messages name; it may need device files
+  (scripts, the probe program): the wrapper checks for them and the
+  connection uploads the missing ones and runs the command again.
 * stdout and stderr are drained while a command runs and before its exit
   status is awaited (``recv_exit_status`` can block forever otherwise).
 * Host keys are verified, OpenSSH-style, against the system and user
@@ -32,7 +36,8 @@ Design, after fabric/paramiko and httpx:
   prompt callback, and never logged nor placed in an exception message.
 
 ``LocalConnection`` runs the same wrapper with :mod:`subprocess` in a home
-directory of its own (the ``host`` target, whose transport is ``local``).
+directory of its own (the ``host`` target, whose transport is ``local``), with
+the same device files under its edgeq folder.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import importlib.util
 import logging
 import math
 import os
+import posixpath
 import secrets
 import selectors
 import shlex
@@ -56,9 +62,10 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 
 class _DeferredInvoke(types.ModuleType):
@@ -90,15 +97,23 @@ _defer_invoke()
 
 import paramiko  # noqa: E402 - after _defer_invoke
 
-from .errors import DeviceAuthError, DeviceUnreachableError, EdgeqError, HostKeyError, RemoteCommandError  # noqa: E402
+from . import remote  # noqa: E402
+from .errors import (  # noqa: E402
+    CommandTimeoutError,
+    DeviceAuthError,
+    DeviceUnreachableError,
+    EdgeqError,
+    HostKeyError,
+    RemoteCommandError,
+)
 
 __all__ = [
-    "COMMAND_WRAPPER",
     "PASSWORD_ENV",
     "TIMEOUT_MARKER",
     "CommandResult",
     "ConnectOptions",
     "Connection",
+    "DeviceFilesMissing",
     "Endpoint",
     "LocalConnection",
     "ProgressCallback",
@@ -119,49 +134,12 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 log = logging.getLogger(__name__)
 
 PASSWORD_ENV = "EDGEQ_SSH_PASSWORD"
-TIMEOUT_MARKER = "edgeq-watchdog: timed out after"
+TIMEOUT_MARKER = remote.TIMEOUT_MARKER  # on stderr: the wrapper's watchdog stopped the command
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(bytes_done, bytes_total)``, called from the thread doing the transfer."""
 
-# The wrapper every remote command runs under: sh -c WRAPPER edgeq TIMEOUT_S COMMAND
-#  - the command runs in its own session (setsid), hence its own process group,
-#    with the real stdin (fd 3: an asynchronous list gets /dev/null otherwise);
-#  - a watchdog sleeps TIMEOUT_S, then TERMs the whole group and KILLs it 2 s
-#    later; once it has fired it can no longer be cancelled, so the KILL happens
-#    even when the command's main process died of the TERM;
-#  - when the command ends, what it left running in its group is TERMed: nothing
-#    outlives a command, and no stray process keeps the channel open;
-#  - the watchdog reaps its own sleep when cancelled and holds no descriptor of
-#    the channel but stderr, so the channel closes as soon as the command ends;
-#  - the exit status is the command's (143/137 when the watchdog stopped it, with
-#    TIMEOUT_MARKER on stderr, which the client turns into an error).
-COMMAND_WRAPPER = r"""
-t=$1; c=$2
-exec 3<&0
-if command -v setsid >/dev/null 2>&1; then
-  setsid sh -c "$c" <&3 3<&- &
-else
-  sh -c "$c" <&3 3<&- &
-fi
-p=$!
-exec 0</dev/null 3<&-
-(
-  sleep "$t" </dev/null >/dev/null 2>&1 & s=$!
-  trap 'kill "$s" 2>/dev/null; wait "$s" 2>/dev/null; exit 0' TERM
-  wait "$s"
-  trap '' TERM
-  echo "edgeq-watchdog: timed out after $t s; stopping the command" >&2
-  kill -TERM -"$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
-  sleep 2 </dev/null >/dev/null 2>&1
-  kill -KILL -"$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null
-) </dev/null >/dev/null &
-w=$!
-wait "$p"; st=$?
-kill -TERM -"$p" 2>/dev/null
-kill -TERM "$w" 2>/dev/null; wait "$w" 2>/dev/null
-exit "$st"
-"""
+_T = TypeVar("_T")
 
 _GRACE_S = 5.0  # the client waits this long past a command's timeout for the watchdog to act
 _CHUNK_BYTES = 256 * 1024
@@ -231,7 +209,10 @@ class ConnectOptions:
     password_prompt: Callable[[str], str | None] | None = None
     # host_key_added(host, "ssh-ed25519 SHA256:...", path): so that trusting a new key is never silent
     host_key_added: Callable[[str, str, str], None] | None = None
+    # OpenSSH's ServerAliveInterval / ServerAliveCountMax: after keepalive_s seconds without sending, ask the
+    # server for an answer; after keepalive_count_max unanswered in a row the link is dead and is closed
     keepalive_s: int = 15
+    keepalive_count_max: int = 3
 
     def known_hosts_files(self) -> tuple[Path, ...]:
         files = [self.system_known_hosts, self.user_known_hosts_path(), self.known_hosts]
@@ -280,16 +261,40 @@ class RemoteProcess(Protocol):
 
 @runtime_checkable
 class Connection(Protocol):
-    """A device edgeq can run commands on and copy files to (SSH or this machine)."""
+    """A device edgeq can run commands on and copy files to (SSH or this machine).
+
+    ``label`` names a command in error messages (default: its first words);
+    ``requires`` are device files it needs (:class:`edgeq.remote.DeviceFile`),
+    uploaded first when the device lacks them. ``run`` and ``put`` take care
+    of that themselves; a process from ``start`` raises
+    :class:`DeviceFilesMissing` instead, unless ``await_output`` (for commands
+    that speak first) lets ``start`` wait for the first output and do it.
+    """
 
     label: str  # the device's name, for messages
     options: ConnectOptions  # timeouts and the rest
+    edgeq_dir: str  # edgeq's folder on the device (relative: under the home); scripts are kept in it
 
     def run(
-        self, command: str, timeout_s: float | None = None, *, stdin: bytes | None = None, check: bool = True
+        self,
+        command: str,
+        timeout_s: float | None = None,
+        *,
+        stdin: bytes | None = None,
+        check: bool = True,
+        label: str | None = None,
+        requires: Sequence[remote.DeviceFile] = (),
     ) -> CommandResult: ...
 
-    def start(self, command: str, timeout_s: float | None = None) -> RemoteProcess: ...
+    def start(
+        self,
+        command: str,
+        timeout_s: float | None = None,
+        *,
+        label: str | None = None,
+        requires: Sequence[remote.DeviceFile] = (),
+        await_output: bool = False,
+    ) -> RemoteProcess: ...
 
     def put(self, local: str | os.PathLike, remote: str, progress: ProgressCallback | None = None) -> int: ...
 
@@ -309,6 +314,7 @@ class Endpoint(Protocol):
     user: str
     key_files: tuple[str, ...]
     transport: str
+    remote_dir: str
 
 
 def open_connection(
@@ -317,21 +323,15 @@ def open_connection(
     """An unopened connection to ``endpoint``: SSH, or this machine when its transport is ``local``."""
     options = options or ConnectOptions()
     if endpoint.transport == "local":
-        return LocalConnection(home=local_home, options=options, name=endpoint.name)
+        return LocalConnection(home=local_home, options=options, name=endpoint.name, edgeq_dir=endpoint.remote_dir)
     return SSHConnection(
         endpoint.address,
         port=endpoint.port,
         user=endpoint.user,
         key_files=endpoint.key_files,
+        edgeq_dir=endpoint.remote_dir,
         options=options,
         name=endpoint.name,
-    )
-
-
-def wrap_command(command: str, timeout_s: float) -> str:
-    """The shell command that runs ``command`` under :data:`COMMAND_WRAPPER` with a ``timeout_s`` watchdog."""
-    return " ".join(
-        ["sh", "-c", shlex.quote(COMMAND_WRAPPER), "edgeq", str(_whole_seconds(timeout_s)), shlex.quote(command)]
     )
 
 
@@ -658,12 +658,21 @@ def _split_token(token: str) -> tuple[str, int]:
 # --------------------------------------------------------------------------- processes
 
 
+class DeviceFilesMissing(RemoteCommandError):
+    """A command did not run: device files it needs (``paths``) are missing. The connection uploads them and retries."""
+
+    def __init__(self, device: str, name: str, paths: Sequence[str]):
+        super().__init__(f"{device}: `{name}` did not run: edgeq's files {', '.join(paths)} are missing on the device")
+        self.paths = tuple(paths)
+
+
 class _Process:
     """Shared buffering for a started command: stdout/stderr drained together, one deadline."""
 
-    def __init__(self, label: str, command: str, timeout_s: float):
-        self.label = label
+    def __init__(self, label: str, command: str, timeout_s: float, name: str | None = None):
+        self.label = label  # the device's
         self.command = command
+        self.name = name or _short(command)  # the command's, for messages
         self.timeout_s = timeout_s
         self.started = time.monotonic()
         self.deadline = self.started + timeout_s + _GRACE_S
@@ -697,22 +706,50 @@ class _Process:
     def _remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def _timed_out(self) -> RemoteCommandError:
+    def _timed_out(self) -> CommandTimeoutError:
         self._abort()
-        return RemoteCommandError(
-            f"{self.label}: `{_short(self.command)}` did not finish within {self.timeout_s:g} s; it was stopped",
+        return CommandTimeoutError(
+            f"{self.label}: `{self.name}` did not finish within {self.timeout_s:g} s; it was stopped",
             hint="raise --command-timeout / --transfer-timeout if the device is just slow",
         )
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
-        with self._errors("sending data"):
-            while view:
+        try:
+            with self._errors("sending data"):
+                while view:
+                    if self._remaining() <= 0:
+                        raise self._timed_out()
+                    sent = self._send(view[:_CHUNK_BYTES])
+                    view = view[sent:]
+                    self._pump(0)  # keep stdout/stderr flowing while we send
+        except EdgeqError:
+            self._raise_if_missing()  # the wrapper refused to run the command: it never read its input
+            raise
+
+    def _raise_if_missing(self) -> None:
+        """Raise DeviceFilesMissing if the command ended saying that device files are missing."""
+        try:
+            with self._errors("reading output"):
+                until = min(time.monotonic() + 2.0, self.deadline)
+                while not self._eof and time.monotonic() < until:
+                    self._pump(_POLL_S)
+                status = self._exit_status(0.5) if self._eof else None
+        except EdgeqError:
+            return
+        paths = remote.missing_paths(status, bytes(self._err).decode("utf-8", "replace")) if status is not None else []
+        if paths:
+            raise DeviceFilesMissing(self.label, self.name, paths)
+
+    def await_output(self) -> None:
+        """Wait for the first output (left to be read); DeviceFilesMissing if the command did not run for want of files."""
+        with self._errors("reading output"):
+            while not self._out and not self._eof:
                 if self._remaining() <= 0:
                     raise self._timed_out()
-                sent = self._send(view[:_CHUNK_BYTES])
-                view = view[sent:]
-                self._pump(0)  # keep stdout/stderr flowing while we send
+                self._pump(min(_POLL_S * 4, max(self._remaining(), 0)))
+        if not self._out:
+            self._raise_if_missing()
 
     def send_file(self, path: str | os.PathLike, progress: ProgressCallback | None = None) -> int:
         total = os.path.getsize(path)
@@ -761,7 +798,7 @@ class _Process:
                 self._pump(min(_POLL_S * 4, max(self._remaining(), 0)))
         if len(self._out) < size:
             raise RemoteCommandError(
-                f"{self.label}: `{_short(self.command)}` ended before sending its output; {self._stderr_tail()}"
+                f"{self.label}: `{self.name}` ended before sending its output; {self._stderr_tail()}"
             )
         data = bytes(self._out[:size])
         del self._out[:size]
@@ -789,14 +826,17 @@ class _Process:
             duration_s=time.monotonic() - self.started,
         )
         self._out.clear()
+        paths = remote.missing_paths(status, result.stderr)
+        if paths:
+            raise DeviceFilesMissing(self.label, self.name, paths)
         if TIMEOUT_MARKER in result.stderr:
-            raise RemoteCommandError(
-                f"{self.label}: `{_short(self.command)}` did not finish within {self.timeout_s:g} s; it was stopped on the device",
+            raise CommandTimeoutError(
+                f"{self.label}: `{self.name}` did not finish within {self.timeout_s:g} s; it was stopped on the device",
                 hint="raise --command-timeout / --transfer-timeout if the device is just slow",
             )
         if check and not result.ok:
             raise RemoteCommandError(
-                f"{self.label}: `{_short(self.command)}` failed with exit status {status}{_tail(result.stderr)}"
+                f"{self.label}: `{self.name}` failed with exit status {status}{_tail(result.stderr)}"
             )
         return result
 
@@ -827,8 +867,10 @@ def _tail(stderr: str) -> str:
 
 
 class _SSHProcess(_Process):
-    def __init__(self, connection: SSHConnection, channel: paramiko.Channel, command: str, timeout_s: float):
-        super().__init__(connection.label, command, timeout_s)
+    def __init__(
+        self, connection: SSHConnection, channel: paramiko.Channel, command: str, timeout_s: float, name: str | None
+    ):
+        super().__init__(connection.label, command, timeout_s, name)
         self._connection = connection
         self._channel = channel
         self._selector = selectors.DefaultSelector()
@@ -854,13 +896,22 @@ class _SSHProcess(_Process):
             self._eof = True
 
     def _send(self, data: memoryview) -> int:
-        # no grace period for sending: a link that takes no data until the timeout is stalled
-        self._channel.settimeout(max(self.started + self.timeout_s - time.monotonic(), 0.001))
+        # No grace period for sending: a link that takes no data until the deadline is stalled; nor for as
+        # long as keepalives would take to call it dead (the transport cannot send them while we block it).
+        options = self._connection.options
+        stall_s = options.keepalive_s * options.keepalive_count_max if options.keepalive_s > 0 else math.inf
+        remaining = self.started + self.timeout_s - time.monotonic()
+        self._channel.settimeout(max(min(remaining, stall_s), 0.001))
         try:
             return self._channel.send(data)
         except TimeoutError:
-            # the device took no data until the deadline: a stalled link, not a slow command
+            # the device took no data: a stalled link, not a slow command
             self._abort()
+            if stall_s < remaining:
+                raise DeviceUnreachableError(
+                    f"{self.label}: the transfer stalled: no data accepted for {stall_s:g} s",
+                    hint="check the link to the device",
+                ) from None
             raise DeviceUnreachableError(
                 f"{self.label}: the transfer stalled (no data accepted) and did not finish within {self.timeout_s:g} s",
                 hint="check the link to the device; raise --transfer-timeout for slow links",
@@ -872,17 +923,15 @@ class _SSHProcess(_Process):
     def _exit_status(self, wait_s: float) -> int | None:
         chan = self._channel
         if self._closed and not chan.exit_status_ready():
-            raise RemoteCommandError(f"{self.label}: `{_short(self.command)}` was stopped before it ended")
+            raise RemoteCommandError(f"{self.label}: `{self.name}` was stopped before it ended")
         if not chan.status_event.wait(wait_s):
             return None
         if chan.exit_status_ready() and chan.exit_status >= 0:
             return chan.exit_status
         transport = chan.get_transport()
         if transport is None or not transport.is_active():
-            raise EOFError("the connection closed")
-        raise RemoteCommandError(
-            f"{self.label}: `{_short(self.command)}` ended without an exit status (killed by a signal?)"
-        )
+            raise EOFError(getattr(transport, "dead_reason", None) or "the connection closed")
+        raise RemoteCommandError(f"{self.label}: `{self.name}` ended without an exit status (killed by a signal?)")
 
     def _abort(self) -> None:
         self._closed = True
@@ -893,8 +942,8 @@ class _SSHProcess(_Process):
 
 
 class _LocalProcess(_Process):
-    def __init__(self, label: str, popen: subprocess.Popen, command: str, timeout_s: float):
-        super().__init__(label, command, timeout_s)
+    def __init__(self, label: str, popen: subprocess.Popen, command: str, timeout_s: float, name: str | None):
+        super().__init__(label, command, timeout_s, name)
         self._popen = popen
         self._selector = selectors.DefaultSelector()
         self._open = {}
@@ -933,7 +982,7 @@ class _LocalProcess(_Process):
                 self._pump(0.01)
             except BrokenPipeError:
                 raise RemoteCommandError(
-                    f"{self.label}: `{_short(self.command)}` stopped reading its input; {self._stderr_tail()}"
+                    f"{self.label}: `{self.name}` stopped reading its input; {self._stderr_tail()}"
                 ) from None
 
     def _shutdown_write(self) -> None:
@@ -967,46 +1016,128 @@ class _LocalProcess(_Process):
 class _ConnectionBase:
     label: str
     options: ConnectOptions
+    edgeq_dir: str
 
-    def start(self, command: str, timeout_s: float | None = None) -> RemoteProcess:  # pragma: no cover - abstract
+    def _spawn(self, line: str, command: str, name: str | None, timeout_s: float) -> _Process:  # pragma: no cover
+        """Run the shell command line ``line`` on the device (``command`` and ``name`` are for messages)."""
         raise NotImplementedError
 
+    def _script(self, name: str) -> remote.DeviceFile:
+        return remote.script(name, self.edgeq_dir)
+
+    def start(
+        self,
+        command: str,
+        timeout_s: float | None = None,
+        *,
+        label: str | None = None,
+        requires: Sequence[remote.DeviceFile] = (),
+        await_output: bool = False,
+    ) -> RemoteProcess:
+        """Start ``command`` (a POSIX shell command line) under the wrapper; see :class:`Connection`."""
+        timeout_s = timeout_s or self.options.command_timeout_s
+        line = remote.launcher(
+            self._script("wrapper.sh"), _whole_seconds(timeout_s), label or _short(command), command, requires
+        )
+
+        def attempt() -> RemoteProcess:
+            process = self._spawn(line, command, label, timeout_s)
+            if await_output:
+                try:
+                    process.await_output()
+                except BaseException:
+                    process.close()
+                    raise
+            return process
+
+        return self._with_files(requires, attempt) if await_output else attempt()
+
+    def _with_files(self, requires: Sequence[remote.DeviceFile], attempt: Callable[[], _T]) -> _T:
+        """``attempt()``; if it reports missing device files, upload them and ``attempt()`` once more."""
+        try:
+            return attempt()
+        except DeviceFilesMissing as exc:
+            self._install(exc.paths, requires)
+        return attempt()
+
+    def _install(self, paths: Sequence[str], requires: Sequence[remote.DeviceFile]) -> None:
+        """Upload the device files at ``paths`` (all of them when the wrapper itself was missing) in one command."""
+        wrapper = self._script("wrapper.sh")
+        if wrapper.path in paths:
+            files = [wrapper, *requires]
+        else:
+            known = {f.path: f for f in requires}
+            unknown = [p for p in paths if p not in known]
+            if unknown:
+                raise RemoteCommandError(
+                    f"{self.label}: the device asked for files edgeq did not send: {', '.join(unknown)}"
+                )
+            files = [known[p] for p in paths]
+        log.debug("%s: installing %s", self.label, ", ".join(f.path for f in files))
+        token = secrets.token_hex(4)
+        processes: list[_Process] = []
+        try:  # one command per file, all under way at once: one round trip
+            for file in files:
+                line = remote.install_command(file, token)
+                processes.append(self._spawn(line, line, "install edgeq's files", self.options.transfer_timeout_s))
+                processes[-1].write(file.data)
+                processes[-1].close_stdin()
+            results = [process.wait(check=False) for process in processes]
+        finally:
+            for process in processes:
+                process.close()
+        failed = [r for r in results if not r.ok]
+        if failed:
+            folders = ", ".join(dict.fromkeys(posixpath.dirname(f.path) for f in files))
+            detail = (failed[0].stderr.strip().splitlines() or [f"exit status {failed[0].exit_status}"])[0]
+            raise RemoteCommandError(
+                f"{self.label}: cannot write edgeq's files into {folders}: {detail}",
+                hint="check the device's remote_dir (edgeq_remote_dir, the target's [deploy] table) and its free space",
+            )
+
     def run(
-        self, command: str, timeout_s: float | None = None, *, stdin: bytes | None = None, check: bool = True
+        self,
+        command: str,
+        timeout_s: float | None = None,
+        *,
+        stdin: bytes | None = None,
+        check: bool = True,
+        label: str | None = None,
+        requires: Sequence[remote.DeviceFile] = (),
     ) -> CommandResult:
         """Run ``command`` (a POSIX shell command line) and return its result; raise RemoteCommandError if it fails and ``check``."""
-        process = self.start(command, timeout_s)
-        try:
-            if stdin:
-                process.write(stdin)
-            process.close_stdin()
-            return process.wait(check=check)
-        finally:
-            process.close()
+
+        def attempt() -> CommandResult:
+            process = self.start(command, timeout_s, label=label, requires=requires)
+            try:
+                if stdin:
+                    process.write(stdin)
+                process.close_stdin()
+                return process.wait(check=check)
+            finally:
+                process.close()
+
+        return self._with_files(requires, attempt)
 
     def put(self, local: str | os.PathLike, remote: str, progress: ProgressCallback | None = None) -> int:
         """Copy ``local`` to ``remote`` (relative paths: under the home directory); atomic, returns the bytes sent.
 
         The file goes to a temporary name beside ``remote``, its size is
-        checked on the device, then it is renamed over ``remote``.
+        checked on the device, then it is renamed over ``remote`` (``put.sh``).
         """
-        size = os.path.getsize(local)
-        target = shlex.quote(remote)
-        temp = shlex.quote(f"{remote}.edgeq-{secrets.token_hex(4)}.part")
-        command = (
-            f"umask 022; f={target}; t={temp}; "
-            'mkdir -p -- "$(dirname -- "$f")" || exit 1; '
-            """trap 'rm -f -- "$t"' EXIT; cat > "$t" || exit 1; """
-            f'n=$(wc -c < "$t" | tr -d " "); [ "$n" -eq {size} ] || {{ echo "received $n of {size} bytes" >&2; exit 1; }}; '
-            'mv -f -- "$t" "$f"'
-        )
-        process = self.start(command, self.options.transfer_timeout_s)
-        try:
-            sent = process.send_file(local, progress)
-            process.wait(check=True)
-            return sent
-        finally:
-            process.close()
+        script = self._script("put.sh")
+        command = f"sh {shlex.quote(script.path)} {shlex.quote(remote)} {os.path.getsize(local)}"
+
+        def attempt() -> int:
+            process = self.start(command, self.options.transfer_timeout_s, label="upload", requires=(script,))
+            try:
+                sent = process.send_file(local, progress)
+                process.wait(check=True)
+                return sent
+            finally:
+                process.close()
+
+        return self._with_files((script,), attempt)
 
     def __enter__(self):
         return self
@@ -1016,6 +1147,53 @@ class _ConnectionBase:
 
     def close(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class _Transport(paramiko.Transport):
+    """paramiko's transport with OpenSSH's ServerAliveInterval / ServerAliveCountMax.
+
+    paramiko's own keepalive (``set_keepalive``) sends requests that want no
+    answer, so a link gone silent goes unnoticed until a command's deadline
+    (a deploy's is ``--command-timeout`` + ``--transfer-timeout``). Here each
+    keepalive asks for one (sshd answers ``keepalive@openssh.com`` with a
+    failure, which is an answer), and after ``count_max`` unanswered in a row
+    the transport is closed: whatever waits on it ends as "connection lost",
+    with the reason in ``dead_reason``.
+    """
+
+    dead_reason: str | None = None
+    _unanswered = 0
+
+    def check_alive(self, interval_s: int, count_max: int) -> None:
+        if interval_s <= 0:
+            return
+
+        def keepalive(transport=weakref.proxy(self)) -> None:
+            transport._keepalive(interval_s, count_max)
+
+        self.packetizer.set_keepalive(interval_s, keepalive)
+
+    def _keepalive(self, interval_s: int, count_max: int) -> None:  # in the transport's thread
+        if self._unanswered >= count_max:
+            self.dead_reason = f"no answer to {count_max} keepalives sent {interval_s} s apart: the link is dead"
+            log.info("%s: closing the connection", self.dead_reason)
+            self.close()
+            return
+        self._unanswered += 1
+        message = paramiko.Message()
+        message.add_byte(paramiko.common.cMSG_GLOBAL_REQUEST)
+        message.add_string("keepalive@openssh.com")
+        message.add_boolean(True)  # want_reply: the point of it
+        self._send_user_message(message)  # type: ignore[attr-defined]  # paramiko's own send path (rekey-safe)
+
+    # the handlers of the server's answers (paramiko binds them by name when it builds its handler table)
+    def _parse_request_success(self, m):
+        self._unanswered = 0
+        return super()._parse_request_success(m)  # type: ignore[misc]
+
+    def _parse_request_failure(self, m):
+        self._unanswered = 0
+        return super()._parse_request_failure(m)  # type: ignore[misc]
 
 
 class SSHConnection(_ConnectionBase):
@@ -1036,11 +1214,13 @@ class SSHConnection(_ConnectionBase):
         key_files: tuple[str, ...] | list[str] = (),
         options: ConnectOptions | None = None,
         name: str | None = None,
+        edgeq_dir: str = "edgeq",
     ):
         self.host = host
         self.port = port
         self.user = user or _local_user()
         self.key_files = tuple(key_files)
+        self.edgeq_dir = edgeq_dir
         self.options = options or ConnectOptions()
         self.name = name or host
         self.label = self.name
@@ -1088,7 +1268,7 @@ class SSHConnection(_ConnectionBase):
         client.set_missing_host_key_policy(_KnownHostsPolicy(options, known))
 
         def make_transport(sock, **kwargs):
-            transport = paramiko.Transport(sock, **kwargs)
+            transport = _Transport(sock, **kwargs)
             security = transport.get_security_options()
             security.ciphers = tuple(c for c in _CIPHERS if c in security.ciphers)
             security.digests = tuple(m for m in _MACS if m in security.digests)
@@ -1122,7 +1302,9 @@ class SSHConnection(_ConnectionBase):
                     # paramiko says "No authentication methods available" (an SSHException) when it had nothing to offer
                     if not _is_auth_failure(exc) or not self._prompt_for_password(client, password):
                         raise
-                client.get_transport().set_keepalive(options.keepalive_s)
+                transport = client.get_transport()
+                assert isinstance(transport, _Transport)  # made by make_transport above
+                transport.check_alive(options.keepalive_s, options.keepalive_count_max)
         except BaseException:
             client.close()
             raise
@@ -1142,18 +1324,16 @@ class SSHConnection(_ConnectionBase):
         transport.auth_password(self.user, password)
         return transport.is_authenticated()
 
-    def start(self, command: str, timeout_s: float | None = None) -> RemoteProcess:
-        """Start ``command`` on the device under the watchdog wrapper; see :class:`RemoteProcess`."""
-        timeout_s = timeout_s or self.options.command_timeout_s
+    def _spawn(self, line: str, command: str, name: str | None, timeout_s: float) -> _Process:
         transport = self.transport
         with self._boundary("starting a command", timeout_s=self.options.connect_timeout_s):
             channel = transport.open_session(timeout=self.options.connect_timeout_s)
             try:
-                channel.exec_command(wrap_command(command, timeout_s))
+                channel.exec_command(line)
             except BaseException:
                 channel.close()
                 raise
-        return _SSHProcess(self, channel, command, timeout_s)
+        return _SSHProcess(self, channel, command, timeout_s, name)
 
     def _close_client(self) -> None:
         if self._client is not None:
@@ -1167,25 +1347,36 @@ class SSHConnection(_ConnectionBase):
 
 
 class LocalConnection(_ConnectionBase):
-    """This machine, with the same interface: commands run under the same wrapper, from ``home``."""
+    """This machine, with the same interface: commands run under the same wrapper, from ``home``.
+
+    ``shell`` reads the command lines (the login shell's part on a device);
+    the scripts run under the ``sh`` found in ``PATH``, as on a device.
+    """
 
     def __init__(
-        self, home: str | os.PathLike | None = None, options: ConnectOptions | None = None, name: str = "local"
+        self,
+        home: str | os.PathLike | None = None,
+        options: ConnectOptions | None = None,
+        name: str = "local",
+        *,
+        edgeq_dir: str = "edgeq",
+        shell: str = "/bin/sh",
     ):
         self.home = Path(home).expanduser() if home else Path.home()
         self.options = options or ConnectOptions()
         self.name = name
         self.label = name
+        self.edgeq_dir = edgeq_dir
+        self.shell = shell
 
     def __repr__(self) -> str:
         return f"LocalConnection({self.home})"
 
-    def start(self, command: str, timeout_s: float | None = None) -> RemoteProcess:
-        timeout_s = timeout_s or self.options.command_timeout_s
+    def _spawn(self, line: str, command: str, name: str | None, timeout_s: float) -> _Process:
         env = dict(os.environ, HOME=str(self.home))
         try:
             popen = subprocess.Popen(
-                ["/bin/sh", "-c", COMMAND_WRAPPER, "edgeq", str(_whole_seconds(timeout_s)), command],
+                [self.shell, "-c", line],
                 cwd=self.home,
                 env=env,
                 stdin=subprocess.PIPE,
@@ -1197,7 +1388,7 @@ class LocalConnection(_ConnectionBase):
             raise RemoteCommandError(
                 f"{self.label}: cannot start a shell in {self.home}: {exc.strerror or exc}"
             ) from exc
-        return _LocalProcess(self.label, popen, command, timeout_s)
+        return _LocalProcess(self.label, popen, command, timeout_s, name)
 
     def close(self) -> None:
         pass

@@ -9,9 +9,11 @@ unless absolute; the default is ``edgeq``)::
         3f2a9c0d1b7e/model.tflite.sha256 the full sha256, written before the model is moved in
         manifest.json                    what was deployed, when, its hash; the history of switches
         .incoming/                       uploads in progress (temporary names, never active)
-        .lock                            flock(1) lock while a deploy, rollback or removal runs
+        .lock                            flock(1) lock while a deploy, rollback or removal runs; names its holder
+        .manifest.<version>.pending      the journal of a switch in progress (see below)
 
-A deploy is ONE remote script on ONE channel (one round trip fewer than
+The device side is ``edgeq/remote/deploy.sh`` (policy here, shell there).
+A deploy is ONE run of it on ONE channel (one round trip fewer than
 "inspect, then upload": on loopback a session costs as much as sending 9 MB).
 The script reports the device's state; edgeq answers; the model is streamed
 into a temporary file, its size and sha256 are checked ON THE DEVICE, it is
@@ -21,33 +23,47 @@ symlink renamed over it (``mv -T``, else Python's ``os.replace``). A cut
 connection at any point leaves the previous model active and intact: before
 ``commit`` nothing active has changed, and the switch itself is one rename.
 
-The manifest is written (temp file, fsync, rename) after the switch; the last
+The new manifest is written first as a journal, then ``current`` switches,
+then the journal becomes ``manifest.json``; the script ignores HUP, INT, TERM
+and PIPE meanwhile, and the next command that takes the lock finishes a
+switch that was stopped half way (so ``manifest.json`` always ends up naming
+the active version; a deploy that finds them apart all the same records it).
+While the script waits for edgeq it gives up after ``3 x --connect-timeout``
+(clamped to 3-60 s) without a word from it, releasing the lock. The last
 ``keep`` versions by activation are kept and the active one never removed.
-Fleets run in threads with bounded concurrency; transport errors (only those)
-are retried with exponential backoff; ``canary`` devices go first.
+Fleets go through :func:`edgeq.fleet.run_fleet` (bounded concurrency,
+transport errors retried, canary devices first); each device's outcome
+becomes a :class:`DeviceResult`, this module's own result type.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import datetime as _dt
-import enum
 import hashlib
 import json
 import logging
 import posixpath
 import re
 import secrets
-import shlex
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .errors import DeviceUnreachableError, EdgeqError, InternalError, ModelError, RemoteCommandError
+from . import __version__, remote
+from .errors import EdgeqError, InternalError, ModelError, ModelStateError, RemoteCommandError
+from .fleet import (
+    Connector,
+    DeviceReport,
+    DeviceStatus,
+    FleetEvents,
+    FleetOptions,
+    Outcome,
+    ProgressCallback,
+    reason_of,
+    run_fleet,
+    status_of,
+)
 from .types import to_jsonable
 
 if TYPE_CHECKING:  # the connection module imports paramiko: only when a connection is really made
@@ -55,13 +71,12 @@ if TYPE_CHECKING:  # the connection module imports paramiko: only when a connect
     from .inventory import Device
 
 __all__ = [
-    "DEFAULT_CONCURRENCY",
     "DEFAULT_KEEP_VERSIONS",
+    "DeployFleetResult",
     "DeviceResult",
     "DeviceStatus",
-    "FleetEvents",
     "FleetOptions",
-    "FleetResult",
+    "ModelCheckError",
     "ModelFile",
     "ModelState",
     "VersionInfo",
@@ -74,7 +89,6 @@ __all__ = [
     "remove_from_device",
     "rollback_device",
     "rollback_fleet",
-    "run_fleet",
     "status_fleet",
     "status_of_device",
     "validate_model_name",
@@ -83,7 +97,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_KEEP_VERSIONS = 3
-DEFAULT_CONCURRENCY = 16
 _HISTORY_LIMIT = 100
 _FREE_MARGIN_BYTES = 64 * 1024  # the sha256 file, the manifest, file-system slack
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -92,20 +105,6 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 # --------------------------------------------------------------------------- results
-
-
-class DeviceStatus(str, enum.Enum):
-    """How one device came out of a fleet operation."""
-
-    OK = "ok"  # done (or, for status: active model present and intact)
-    UNCHANGED = "unchanged"  # nothing to do: already in the wanted state
-    FAILED = "failed"  # reached, but the operation failed (reason says why); nothing active changed
-    UNREACHABLE = "unreachable"  # could not connect, or the connection was lost (after retries)
-    SKIPPED = "skipped"  # not attempted: the canary devices failed
-
-    @property
-    def succeeded(self) -> bool:
-        return self in (DeviceStatus.OK, DeviceStatus.UNCHANGED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,30 +147,45 @@ class ModelState:
 
 @dataclasses.dataclass(frozen=True)
 class DeviceResult:
-    """What one operation did on one device."""
+    """What one operation (deploy, status, rollback, remove) did on one device.
+
+    ``code`` and ``kind`` say what a failure was: the exit code and kind of
+    the edgeq error behind it (``0`` and ``None`` when the device succeeded).
+    """
 
     device: str
     destination: str
     action: str  # "deploy" | "status" | "rollback" | "remove"
     model: str
     status: DeviceStatus
+    code: int = 0
+    kind: str | None = None
     version: str | None = None  # active version afterwards
     previous: str | None = None  # active version before
     reason: str | None = None
     hint: str | None = None
-    error_code: int | None = None  # the exit code of the edgeq error behind a failure
     bytes_sent: int = 0
     seconds: float = 0.0
     attempts: int = 0
     state: ModelState | None = None
     removed: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-    data: Any = None  # what other fleet operations return per device (targets detect: a Detection)
+
+
+class ModelCheckError(ModelStateError):
+    """``status`` found the model absent, without an active version, or damaged; what it read comes along."""
+
+    def __init__(
+        self, message: str, hint: str | None = None, *, version: str | None = None, state: ModelState | None = None
+    ):
+        super().__init__(message, hint)
+        self.version = version
+        self.state = state
 
 
 @dataclasses.dataclass(frozen=True)
-class FleetResult:
-    """Every device of a fleet operation, in the order given."""
+class DeployFleetResult:
+    """Every device of a deploy, status, rollback or removal, in the order given."""
 
     action: str
     model: str
@@ -255,192 +269,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-# --------------------------------------------------------------------------- the remote scripts
-
-# Functions shared by the scripts. Arguments: $1 model folder, $2 device Python (fallbacks), $3 a random token.
-# Lines on stdout are the protocol ("error ..." on failure); stderr is only for diagnostics.
-_COMMON_SH = r"""
-set -u
-umask 022
-d=$1; py=$2; tok=$3
-say() { printf '%s\n' "$*"; }
-cleanup() { :; }
-die() { cleanup; say "error $*"; exit 3; }  # clean up first: edgeq may act on the error line at once
-sha() {
-  if command -v sha256sum >/dev/null 2>&1; then sha256sum < "$1" | cut -c1-64
-  elif command -v shasum >/dev/null 2>&1; then shasum -a 256 < "$1" | cut -c1-64
-  else "$py" -c 'import hashlib, sys
-h = hashlib.sha256()
-with open(sys.argv[1], "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-print(h.hexdigest())' "$1"
-  fi
-}
-flush() {
-  sync -- "$1" 2>/dev/null || "$py" -c 'import os, sys; os.fsync(os.open(sys.argv[1], os.O_RDONLY))' "$1" 2>/dev/null || sync
-}
-replace() {
-  mv -T -- "$1" "$2" 2>/dev/null || "$py" -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$1" "$2"
-}
-locked=""
-lock() {
-  if command -v flock >/dev/null 2>&1; then
-    exec 9>"$d/.lock" || die "cannot create $d/.lock"
-    flock -w 30 9 || die "another edgeq has been working on $d for 30 s (lock $d/.lock)"
-    locked=1
-  fi
-}
-is_version() { case $1 in *[!0-9a-f]*|"") return 1;; esac; [ ${#1} -eq 12 ]; }
-versions() {
-  vs=""
-  for p in "$d"/*; do
-    b=${p##*/}
-    case $b in *[!0-9a-f]*|"") continue;; esac
-    [ ${#b} -eq 12 ] && [ -f "$p/model.tflite" ] && vs="$vs $b"
-  done
-  printf '%s' "${vs# }"
-}
-state() {
-  say "edgeq-state 1"
-  cur=$(readlink -- "$d/current" 2>/dev/null) || cur=""
-  say "current ${cur:--}"
-  vs=$(versions); say "versions ${vs:--}"
-  free=$(df -Pk -- "$d" 2>/dev/null | awk 'NR==2 {print $4}') || free=""
-  say "free_kb ${free:--}"
-  if [ -f "$d/manifest.json" ]; then
-    say "manifest $(wc -c < "$d/manifest.json" | tr -d ' ')"; cat -- "$d/manifest.json"
-  else
-    say "manifest 0"
-  fi
-}
-verify() {
-  f="$d/$1/model.tflite"
-  [ -f "$f" ] || { say "damaged $1 has no model file"; return 1; }
-  got=$(sha "$f")
-  side=$(cat -- "$f.sha256" 2>/dev/null) || side=""
-  case $got in "$1"*) ;; *) say "damaged the sha256 of $1/model.tflite is now $got"; return 1;; esac
-  if [ "$2" != - ] && [ "$got" != "$2" ]; then say "damaged the sha256 of $1/model.tflite is $got, expected $2"; return 1; fi
-  if [ -n "$side" ] && [ "$got" != "$side" ]; then say "damaged the sha256 of $1/model.tflite is $got, its .sha256 file says $side"; return 1; fi
-  say "verified $got"
-}
-"""
-
-# deploy and rollback: state -> instructions (upload / activate / quit) -> verified -> commit -> done
-_SWITCH_SH = (
-    _COMMON_SH
-    + r"""
-err=$(mkdir -p -- "$d/.incoming" 2>&1) || die "cannot create $d/.incoming: $err"
-lock
-# uploads of sessions that died (killed, cut off): every writer holds the lock, so with it they are all stale
-if [ -n "$locked" ]; then rm -f -- "$d/.incoming/"*.part "$d/".current.* "$d/".manifest.* "$d/".sha256.* 2>/dev/null
-else find "$d/.incoming" -type f -name '*.part' -mmin +60 -exec rm -f {} + 2>/dev/null; fi
-tmp=""
-cleanup() { rm -f -- ${tmp:+"$tmp"} "$d/.current.$tok" "$d/.manifest.$tok" "$d/.sha256.$tok"; }
-trap cleanup EXIT
-trap 'exit 143' TERM HUP INT PIPE
-state
-say ready
-v=""
-while :; do
-  IFS=' ' read -r cmd a1 a2 a3 || die "edgeq closed the session"
-  case $cmd in
-    quit) exit 0;;
-    activate)
-      v=$a1
-      is_version "$v" || die "not a version: $v"
-      verify "$v" "$a2" && break;;
-    upload)
-      v=$a1; want=$a2; size=$a3
-      is_version "$v" || die "not a version: $v"
-      case $size in *[!0-9]*|"") die "not a size: $size";; esac
-      tmp="$d/.incoming/$v.$tok.part"
-      err=$(head -c "$size" 2>&1 >"$tmp"); rc=$?
-      [ "$rc" -eq 0 ] || die "writing the model into $d failed: ${err:-exit status $rc}"
-      n=$(wc -c < "$tmp" | tr -d ' ')
-      [ "$n" = "$size" ] || die "received $n of $size bytes: the upload was cut short"
-      chmod 0644 "$tmp"
-      flush "$tmp" & f=$!  # the flush (I/O) runs while the hash (CPU) is computed; both end before the rename
-      got=$(sha "$tmp")
-      wait "$f"
-      [ "$got" = "$want" ] || die "the device computed sha256 $got, expected $want: the upload was damaged"
-      err=$(mkdir -p -- "$d/$v" 2>&1) || die "cannot create $d/$v: $err"
-      err=$({ printf '%s\n' "$got" > "$d/.sha256.$tok" && mv -f -- "$d/.sha256.$tok" "$d/$v/model.tflite.sha256"; } 2>&1) || die "cannot write $d/$v/model.tflite.sha256: $err"
-      err=$(mv -f -- "$tmp" "$d/$v/model.tflite" 2>&1) || die "cannot move the model into $d/$v: $err"
-      tmp=""
-      flush "$d/$v"
-      say "verified $got"
-      break;;
-    *) die "unknown instruction: $cmd";;
-  esac
-done
-IFS= read -r step || die "edgeq closed the session before the switch: $v is on the device, not active"
-case $step in
-  commit) ;;
-  skip) exit 0;;
-  *) die "unexpected instruction: $step";;
-esac
-IFS= read -r manifest || die "edgeq closed the session before the switch: $v is on the device, not active"
-IFS= read -r prune || prune=""
-cur=$(readlink -- "$d/current" 2>/dev/null) || cur=""
-if [ "$cur" != "$v" ]; then
-  ln -s -- "$v" "$d/.current.$tok" || die "cannot create $d/.current.$tok"
-  replace "$d/.current.$tok" "$d/current" || die "cannot switch $d/current to $v"
-  flush "$d"
-fi
-say "switched $v"
-if { printf '%s\n' "$manifest" > "$d/.manifest.$tok" && flush "$d/.manifest.$tok" && mv -f -- "$d/.manifest.$tok" "$d/manifest.json"; }; then :
-else say "warning the manifest could not be written"; fi
-set -f
-for p in $prune; do
-  is_version "$p" && [ "$p" != "$v" ] || continue
-  rm -rf -- "$d/$p" || say "warning cannot remove $d/$p"
-done
-say "done"
-"""
-)
-
-# status: read-only, takes no lock (a rollout in progress never blocks it)
-_STATUS_SH = (
-    _COMMON_SH
-    + r"""
-if [ ! -d "$d" ]; then say "edgeq-state 1"; say "absent"; exit 0; fi
-state
-cur=$(readlink -- "$d/current" 2>/dev/null) || cur=""
-if [ -n "$cur" ]; then verify "$cur" - || true; else say "inactive"; fi
-"""
-)
-
-# remove: state -> "all" or "versions V..." + manifest -> done
-_REMOVE_SH = (
-    _COMMON_SH
-    + r"""
-if [ ! -d "$d" ]; then say "edgeq-state 1"; say "absent"; exit 0; fi
-lock
-state
-say ready
-IFS=' ' read -r cmd rest || die "edgeq closed the session"
-case $cmd in
-  quit) exit 0;;
-  all)
-    err=$(rm -rf -- "$d" 2>&1) || die "cannot remove $d: $err"
-    say "done";;
-  versions)
-    IFS= read -r manifest || die "edgeq closed the session"
-    cur=$(readlink -- "$d/current" 2>/dev/null) || cur=""
-    set -f
-    for p in $rest; do
-      is_version "$p" || continue
-      [ "$p" = "$cur" ] && die "$p is the active version"
-      rm -rf -- "$d/$p" || die "cannot remove $d/$p"
-    done
-    if { printf '%s\n' "$manifest" > "$d/.manifest.$tok" && mv -f -- "$d/.manifest.$tok" "$d/manifest.json"; }; then :
-    else rm -f -- "$d/.manifest.$tok"; say "warning the manifest could not be written"; fi
-    say "done";;
-  *) die "unknown instruction: $cmd";;
-esac
-"""
-)
+# --------------------------------------------------------------------------- the device side's dialogue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -452,13 +281,20 @@ class _State:
 
 
 class _Session:
-    """One remote script speaking the line protocol above, on one channel."""
+    """One run of ``deploy.sh`` (``action``: deploy, rollback, status, remove) speaking its line protocol, on one channel.
 
-    def __init__(self, conn: Connection, script: str, directory: str, python: str, timeout_s: float):
+    ``note`` lines (what the device finished for a stopped earlier run) are
+    collected in ``notes`` wherever they come.
+    """
+
+    def __init__(self, conn: Connection, action: str, directory: str, python: str, timeout_s: float):
         self.label = conn.label
-        args = [directory, python or "python3", secrets.token_hex(6)]
-        command = "sh -c " + shlex.quote(script) + " edgeq " + " ".join(shlex.quote(a) for a in args)
-        self.process = conn.start(command, timeout_s)
+        self.notes: list[str] = []
+        script = remote.script("deploy.sh", conn.edgeq_dir)
+        command = remote.script_command(
+            script, action, directory, python or "python3", secrets.token_hex(6), str(_idle_s(conn))
+        )
+        self.process = conn.start(command, timeout_s, label=action, requires=(script,), await_output=True)
 
     def __enter__(self) -> _Session:
         return self
@@ -469,6 +305,9 @@ class _Session:
     def line(self) -> str:
         """The next protocol line; a closed stream or an ``error`` line becomes an edgeq error."""
         line = self.process.readline()
+        while line is not None and line.startswith("note "):
+            self.notes.append(line[5:])
+            line = self.process.readline()
         if line is None:
             result = self.process.wait(check=False)  # raises if the connection was lost or the command timed out
             detail = result.stderr.strip()[-400:] or f"exit status {result.exit_status}"
@@ -529,6 +368,16 @@ class _Session:
 def _session_timeout(conn: Connection, transfer: bool) -> float:
     options = conn.options
     return options.command_timeout_s + (options.transfer_timeout_s if transfer else 0.0)
+
+
+def _idle_s(conn: Connection) -> int:
+    """How long the device waits for a word from edgeq before it takes edgeq (or the link) for gone.
+
+    edgeq answers the device at once and streams uploads without pause, so
+    silence is a dead client or link; ``--connect-timeout`` is how long edgeq
+    itself waits for a silent peer, and three of them are a generous margin.
+    """
+    return int(min(60.0, max(3.0, 3 * conn.options.connect_timeout_s)))
 
 
 # --------------------------------------------------------------------------- the manifest
@@ -604,11 +453,8 @@ def _version_infos(state: _State) -> tuple[VersionInfo, ...]:
 # --------------------------------------------------------------------------- one device
 
 
-ProgressCallback = Callable[[int, int], None]
-
-
 def device_result(device: Device, action: str, model: str, status: DeviceStatus, **kwargs: Any) -> DeviceResult:
-    """A :class:`DeviceResult` for ``device`` (for operations passed to :func:`run_fleet`)."""
+    """A :class:`DeviceResult` for ``device`` (what the one-device operations return)."""
     return DeviceResult(
         device=device.name, destination=device.destination, action=action, model=model, status=status, **kwargs
     )
@@ -628,7 +474,7 @@ def deploy_to_device(
     warnings: list[str] = []
     sent = 0
     with _Session(
-        conn, _SWITCH_SH, model_dir(device, model.name), device.python, _session_timeout(conn, transfer=True)
+        conn, "deploy", model_dir(device, model.name), device.python, _session_timeout(conn, transfer=True)
     ) as session:
         state = session.state()
         if state is None:  # the switch script creates the folder: it never reports it absent
@@ -644,7 +490,18 @@ def deploy_to_device(
                 if previous == version:
                     warnings.append("the active model was damaged and has been replaced")
         if verified and previous == version:
-            session.send("skip")
+            recorded = state.manifest.get("current")
+            if recorded == version:
+                session.send("skip")
+            else:  # active but not recorded (a run stopped between the two by an older edgeq, a hand edit): record it
+                warnings.append(
+                    f"manifest.json named {recorded or 'no version'} as active, not {version}; recorded now"
+                )
+                entry = _manifest_versions(state.manifest).get(version) or _manifest_entry(model)
+                event = {"at": _now(), "action": "deploy", "version": version, "previous": recorded or None}
+                repaired = _new_manifest(model.name, state.manifest, current=version, event=event, add=entry)
+                session.send("commit", _manifest_line(repaired), "")
+                warnings.extend(_until_done(session))
             session.finish()
             return device_result(
                 device,
@@ -653,7 +510,7 @@ def deploy_to_device(
                 DeviceStatus.UNCHANGED,
                 version=version,
                 previous=previous,
-                warnings=tuple(warnings),
+                warnings=tuple(session.notes + warnings),
             )
         if not verified:
             needed = model.size_bytes + _FREE_MARGIN_BYTES
@@ -674,13 +531,7 @@ def deploy_to_device(
                 raise
             session.expect("verified")
         manifest = state.manifest
-        entry = {
-            "sha256": model.sha256,
-            "size_bytes": model.size_bytes,
-            "deployed_at": _now(),
-            "source": Path(model.path).name,
-            "edgeq": __version__,
-        }
+        entry = _manifest_entry(model)
         prune = _versions_to_prune(state, version, keep)
         event = {"at": entry["deployed_at"], "action": "deploy", "version": version, "previous": previous}
         new_manifest = _new_manifest(model.name, manifest, current=version, event=event, add=entry, drop=prune)
@@ -696,8 +547,18 @@ def deploy_to_device(
         previous=previous,
         bytes_sent=sent,
         removed=tuple(prune),
-        warnings=tuple(warnings),
+        warnings=tuple(session.notes + warnings),
     )
+
+
+def _manifest_entry(model: ModelFile) -> dict[str, Any]:
+    return {
+        "sha256": model.sha256,
+        "size_bytes": model.size_bytes,
+        "deployed_at": _now(),
+        "source": Path(model.path).name,
+        "edgeq": __version__,
+    }
 
 
 def _early_error(session: _Session) -> str | None:
@@ -724,17 +585,19 @@ def _until_done(session: _Session) -> list[str]:
 
 
 def status_of_device(conn: Connection, device: Device, name: str) -> DeviceResult:
-    """The active version of ``name`` on one device and whether its file still matches its sha256."""
+    """The active version of ``name`` on one device and whether its file still matches its sha256.
+
+    A model that is absent, has no active version or does not match its sha256
+    raises :class:`ModelCheckError`, with what was read on the device.
+    """
     validate_model_name(name)
     with _Session(
-        conn, _STATUS_SH, model_dir(device, name), device.python, _session_timeout(conn, transfer=False)
+        conn, "status", model_dir(device, name), device.python, _session_timeout(conn, transfer=False)
     ) as session:
         state = session.state(ready=False)
         if state is None:
             session.finish()
-            return device_result(
-                device, "status", name, DeviceStatus.FAILED, reason=f"no model named {name!r} on the device"
-            )
+            raise ModelCheckError(f"{device.name}: no model named {name!r} on the device")
         kind, rest = session.expect("verified", "damaged", "inactive")
         session.finish()
     intact = None if kind == "inactive" else kind == "verified"
@@ -747,16 +610,12 @@ def status_of_device(conn: Connection, device: Device, name: str) -> DeviceResul
         free_bytes=state.free_bytes,
     )
     if kind == "inactive":
-        return device_result(device, "status", name, DeviceStatus.FAILED, reason="no active version", state=model_state)
+        raise ModelCheckError(f"{device.name}: no active version", state=model_state)
     if not intact:
-        return device_result(
-            device,
-            "status",
-            name,
-            DeviceStatus.FAILED,
-            version=state.current,
-            reason=f"active version {state.current} does not match its sha256: {rest}",
+        raise ModelCheckError(
+            f"{device.name}: active version {state.current} does not match its sha256: {rest}",
             hint=f"re-deploy it (edgeq deploy) or roll back (edgeq rollback --name {name})",
+            version=state.current,
             state=model_state,
         )
     return device_result(device, "status", name, DeviceStatus.OK, version=state.current, state=model_state)
@@ -766,7 +625,7 @@ def rollback_device(conn: Connection, device: Device, name: str, to: str | None 
     """Switch ``name`` back to the previously active version (or to the version ``to``, a unique prefix) after verifying it."""
     validate_model_name(name)
     with _Session(
-        conn, _SWITCH_SH, model_dir(device, name), device.python, _session_timeout(conn, transfer=False)
+        conn, "rollback", model_dir(device, name), device.python, _session_timeout(conn, transfer=False)
     ) as session:
         state = session.state()
         if state is None:  # the switch script creates the folder: it never reports it absent
@@ -789,7 +648,7 @@ def rollback_device(conn: Connection, device: Device, name: str, to: str | None 
         kind, rest = session.expect("verified", "damaged")
         if kind == "damaged":
             session.send("quit")
-            raise RemoteCommandError(
+            raise ModelStateError(
                 f"{device.name}: not rolling back to {target}: {rest}", hint="deploy that model again instead"
             )
         event = {"at": _now(), "action": "rollback", "version": target, "previous": previous}
@@ -798,7 +657,13 @@ def rollback_device(conn: Connection, device: Device, name: str, to: str | None 
         warnings = _until_done(session)
         session.finish()
     return device_result(
-        device, "rollback", name, DeviceStatus.OK, version=target, previous=previous, warnings=tuple(warnings)
+        device,
+        "rollback",
+        name,
+        DeviceStatus.OK,
+        version=target,
+        previous=previous,
+        warnings=tuple(session.notes + warnings),
     )
 
 
@@ -809,26 +674,26 @@ def _rollback_target(state: _State, to: str | None) -> str:
             return matches[0]
         listed = ", ".join(state.versions) or "none"
         if not matches:
-            raise EdgeqError(f"no version {to!r} on the device (it has: {listed})")
-        raise EdgeqError(f"version {to!r} is ambiguous on the device (it has: {listed})", hint="give more digits")
+            raise ModelStateError(f"no version {to!r} on the device (it has: {listed})")
+        raise ModelStateError(f"version {to!r} is ambiguous on the device (it has: {listed})", hint="give more digits")
     for event in reversed(_manifest_history(state.manifest)):
         version = event["version"]
         if version != state.current and version in state.versions:
             return version
     others = [v for v in state.versions if v != state.current]
     if others:
-        raise EdgeqError(
+        raise ModelStateError(
             f"the device has no history of earlier activations; choose one of {', '.join(others)}",
             hint="edgeq rollback --to VERSION",
         )
-    raise EdgeqError("no earlier version on the device to roll back to")
+    raise ModelStateError("no earlier version on the device to roll back to")
 
 
 def remove_from_device(conn: Connection, device: Device, name: str, versions: Sequence[str] = ()) -> DeviceResult:
     """Delete ``name`` from one device: all of it, or only ``versions`` (never the active one)."""
     validate_model_name(name)
     with _Session(
-        conn, _REMOVE_SH, model_dir(device, name), device.python, _session_timeout(conn, transfer=False)
+        conn, "remove", model_dir(device, name), device.python, _session_timeout(conn, transfer=False)
     ) as session:
         state = session.state()
         if state is None:
@@ -847,13 +712,13 @@ def remove_from_device(conn: Connection, device: Device, name: str, versions: Se
             matches = [v for v in state.versions if v.startswith(wanted.lower())]
             if len(matches) > 1:
                 session.send("quit")
-                raise EdgeqError(
+                raise ModelStateError(
                     f"{device.name}: version {wanted!r} is ambiguous (it has: {', '.join(state.versions)})"
                 )
             chosen.extend(m for m in matches if m not in chosen)
         if previous in chosen:
             session.send("quit")
-            raise EdgeqError(
+            raise ModelStateError(
                 f"{device.name}: {previous} is the active version of {name}; not removing it",
                 hint=f"roll back first (edgeq rollback --name {name}), or remove the whole model",
             )
@@ -886,7 +751,7 @@ def remove_from_device(conn: Connection, device: Device, name: str, versions: Se
         version=previous,
         previous=previous,
         removed=tuple(chosen),
-        warnings=tuple(warnings),
+        warnings=tuple(session.notes + warnings),
     )
 
 
@@ -897,199 +762,80 @@ def _mb(size: int) -> str:
 # --------------------------------------------------------------------------- fleets
 
 
-class FleetEvents(Protocol):
-    """What a progress display hears from :func:`run_fleet` (called from worker threads)."""
-
-    def started(self, device: Any) -> None: ...
-
-    def transferred(self, device: Any, done: int, total: int) -> None: ...
-
-    def retrying(self, device: Any, attempt: int, error: EdgeqError, delay_s: float) -> None: ...
-
-    def finished(self, result: DeviceResult) -> None: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class FleetOptions:
-    """How a fleet is worked through."""
-
-    concurrency: int = DEFAULT_CONCURRENCY
-    retries: int = 2  # extra attempts after a transport error (DeviceUnreachableError) only
-    backoff_s: float = 1.0  # first retry delay; doubled for each further one, capped at 30 s
-    canary: int = 0  # this many devices first; the rest only if all of them succeeded
-
-
-Operation = Callable[
-    ["Connection", "Device", ProgressCallback], DeviceResult
-]  # (connection, device, progress) -> result
-Connector = Callable[["Device"], "Connection"]  # device -> an unopened connection
+def _as_device_result(outcome: Outcome[DeviceResult], action: str, model: str) -> DeviceResult:
+    """A fleet runner's outcome as this module's result: the operation's own, or one made from its error."""
+    if outcome.value is not None:
+        return dataclasses.replace(outcome.value, attempts=outcome.attempts, seconds=outcome.seconds)
+    error = outcome.error
+    if error is None:  # the operations below always return a result
+        raise InternalError(f"{outcome.device}: {action} returned nothing")
+    checked = error if isinstance(error, ModelCheckError) else None
+    return DeviceResult(
+        device=outcome.device,
+        destination=outcome.destination,
+        action=action,
+        model=model,
+        status=status_of(error),
+        code=error.exit_code,
+        kind=error.kind,
+        version=checked.version if checked else None,
+        reason=reason_of(error, outcome.device),
+        hint=error.hint,
+        attempts=outcome.attempts,
+        seconds=outcome.seconds,
+        state=checked.state if checked else None,
+    )
 
 
-class _Registry:
-    """Open connections, so that an interrupt can close them and free the worker threads."""
+class _Relay:
+    """Passes the fleet runner's events on, each finished device as a :class:`DeviceResult`."""
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._open: set = set()
-        self.cancelled = threading.Event()
+    def __init__(self, events: FleetEvents, action: str, model: str):
+        self.events = events
+        self.action = action
+        self.model = model
 
-    def add(self, conn) -> None:
-        with self._lock:
-            self._open.add(conn)
+    def started(self, device: Device) -> None:
+        self.events.started(device)
 
-    def discard(self, conn) -> None:
-        with self._lock:
-            self._open.discard(conn)
+    def transferred(self, device: Device, done: int, total: int) -> None:
+        self.events.transferred(device, done, total)
 
-    def cancel(self) -> None:
-        self.cancelled.set()
-        with self._lock:
-            conns = list(self._open)
-        for conn in conns:
-            try:
-                conn.close()
-            except Exception:  # closing during an interrupt: best effort
-                pass
+    def retrying(self, device: Device, attempt: int, error: EdgeqError, delay_s: float) -> None:
+        self.events.retrying(device, attempt, error, delay_s)
+
+    def finished(self, result: DeviceReport) -> None:
+        if not isinstance(result, Outcome):  # the runner reports Outcomes
+            raise InternalError(f"unexpected fleet report {result!r}")
+        self.events.finished(_as_device_result(result, self.action, self.model))
 
 
-def run_fleet(
+def _run(
     devices: Sequence[Device],
-    operation: Operation,
+    operation: Callable[[Connection, Device, ProgressCallback], DeviceResult],
     *,
     connect: Connector,
     action: str,
     model: str,
     version: str | None = None,
-    options: FleetOptions = FleetOptions(),
-    events: FleetEvents | None = None,
-) -> FleetResult:
-    """Run ``operation`` on every device with bounded concurrency; one device's failure never stops the others.
-
-    Each attempt on a device uses ONE connection for everything. A
-    :class:`DeviceUnreachableError` is retried up to ``options.retries`` times
-    with exponential backoff; any other edgeq error fails the device at once.
-    """
-    started = time.monotonic()
-    registry = _Registry()
-    results: dict[int, DeviceResult] = {}
-    devices = list(devices)
-    canary = min(max(options.canary, 0), len(devices))
-    waves = [list(range(canary)), list(range(canary, len(devices)))] if canary else [list(range(len(devices)))]
-    stopped = False
-    for wave_number, wave in enumerate(waves):
-        if not wave:
-            continue
-        if stopped:
-            failed = ", ".join(r.device for r in results.values() if not r.status.succeeded)
-            for index in wave:
-                results[index] = device_result(
-                    devices[index],
-                    action,
-                    model,
-                    DeviceStatus.SKIPPED,
-                    reason=f"not attempted: the canary failed ({failed})",
-                )
-                if events:
-                    events.finished(results[index])
-            continue
-        workers = max(1, min(options.concurrency, len(wave)))
-        executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"edgeq-{action}")
-        try:
-            futures = {
-                executor.submit(_attempts, devices[i], operation, connect, action, model, options, events, registry): i
-                for i in wave
-            }
-            for future in concurrent.futures.as_completed(futures):
-                results[futures[future]] = future.result()
-        except BaseException:
-            registry.cancel()
-            executor.shutdown(wait=False, cancel_futures=True)
-            raise
-        executor.shutdown(wait=True)
-        if canary and wave_number == 0:
-            stopped = any(not results[i].status.succeeded for i in wave)
-    ordered = tuple(results[i] for i in range(len(devices)))
-    return FleetResult(
+    options: FleetOptions,
+    events: FleetEvents | None,
+) -> DeployFleetResult:
+    fleet = run_fleet(
+        devices,
+        operation,
+        connect=connect,
+        options=options,
+        events=_Relay(events, action, model) if events else None,
+        action=action,
+    )
+    return DeployFleetResult(
         action=action,
         model=model,
         version=version,
-        results=ordered,
-        seconds=time.monotonic() - started,
-        stopped_by_canary=stopped,
-    )
-
-
-def _attempts(
-    device, operation, connect, action, model, options: FleetOptions, events, registry: _Registry
-) -> DeviceResult:
-    started = time.monotonic()
-    if events:
-        events.started(device)
-    attempt = 0
-    while True:
-        attempt += 1
-        conn = None
-        try:
-            if registry.cancelled.is_set():
-                raise EdgeqError("interrupted")
-            conn = connect(device)
-            registry.add(conn)
-
-            def progress(done: int, total: int) -> None:
-                if events:
-                    events.transferred(device, done, total)
-
-            with conn:
-                result = operation(conn, device, progress)
-            result = dataclasses.replace(result, attempts=attempt, seconds=time.monotonic() - started)
-        except DeviceUnreachableError as exc:
-            if attempt <= options.retries and not registry.cancelled.is_set():
-                delay = min(options.backoff_s * (2 ** (attempt - 1)), 30.0)
-                if events:
-                    events.retrying(device, attempt, exc, delay)
-                log.info("%s; retrying in %.1f s", exc, delay)
-                registry.cancelled.wait(delay)
-                continue
-            result = _failure(device, action, model, DeviceStatus.UNREACHABLE, exc, attempt, started)
-        except EdgeqError as exc:
-            result = _failure(device, action, model, DeviceStatus.FAILED, exc, attempt, started)
-        except Exception as exc:  # a bug: the other devices go on; the traceback goes to the log (--debug)
-            log.exception("%s: internal error during %s", device.name, action)
-            result = device_result(
-                device,
-                action,
-                model,
-                DeviceStatus.FAILED,
-                reason=f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                error_code=1,
-                attempts=attempt,
-                seconds=time.monotonic() - started,
-            )
-        finally:
-            if conn is not None:
-                registry.discard(conn)
-        if events:
-            events.finished(result)
-        return result
-
-
-def _failure(
-    device, action: str, model: str, status: DeviceStatus, exc: EdgeqError, attempt: int, started: float
-) -> DeviceResult:
-    reason = exc.message
-    prefix = f"{device.name}: "
-    if reason.startswith(prefix):
-        reason = reason[len(prefix) :]
-    return device_result(
-        device,
-        action,
-        model,
-        status,
-        reason=reason,
-        hint=exc.hint,
-        error_code=exc.exit_code,
-        attempts=attempt,
-        seconds=time.monotonic() - started,
+        results=tuple(_as_device_result(outcome, action, model) for outcome in fleet.results),
+        seconds=fleet.seconds,
+        stopped_by_canary=fleet.stopped_by_canary,
     )
 
 
@@ -1104,13 +850,13 @@ def deploy_fleet(
     keep: int | None = None,
     options: FleetOptions = FleetOptions(),
     events: FleetEvents | None = None,
-) -> FleetResult:
-    """Deploy ``model`` to every device (see :func:`deploy_to_device` and :func:`run_fleet`)."""
+) -> DeployFleetResult:
+    """Deploy ``model`` to every device (see :func:`deploy_to_device` and :func:`edgeq.fleet.run_fleet`)."""
 
-    def operation(conn, device, progress):
+    def operation(conn: Connection, device: Device, progress: ProgressCallback) -> DeviceResult:
         return deploy_to_device(conn, device, model, keep=keep, progress=progress)
 
-    return run_fleet(
+    return _run(
         devices,
         operation,
         connect=connect,
@@ -1129,9 +875,10 @@ def status_fleet(
     connect: Connector,
     options: FleetOptions = FleetOptions(),
     events: FleetEvents | None = None,
-) -> FleetResult:
+) -> DeployFleetResult:
+    """The state of ``name`` on every device (see :func:`status_of_device`)."""
     validate_model_name(name)
-    return run_fleet(
+    return _run(
         devices,
         lambda c, d, p: status_of_device(c, d, name),
         connect=connect,
@@ -1150,11 +897,12 @@ def rollback_fleet(
     connect: Connector,
     options: FleetOptions = FleetOptions(),
     events: FleetEvents | None = None,
-) -> FleetResult:
+) -> DeployFleetResult:
+    """Roll ``name`` back on every device (see :func:`rollback_device`)."""
     validate_model_name(name)
     if to is not None and not re.fullmatch(r"[0-9a-fA-F]{4,12}", to):
         raise EdgeqError(f"--to {to!r} is not a version (4 to 12 hex digits, as edgeq status shows them)")
-    return run_fleet(
+    return _run(
         devices,
         lambda c, d, p: rollback_device(c, d, name, to),
         connect=connect,
@@ -1174,12 +922,13 @@ def remove_fleet(
     connect: Connector,
     options: FleetOptions = FleetOptions(),
     events: FleetEvents | None = None,
-) -> FleetResult:
+) -> DeployFleetResult:
+    """Remove ``name`` (or some of its versions) from every device (see :func:`remove_from_device`)."""
     validate_model_name(name)
     for version in versions:
         if not re.fullmatch(r"[0-9a-fA-F]{4,12}", version):
             raise EdgeqError(f"--version {version!r} is not a version (4 to 12 hex digits)")
-    return run_fleet(
+    return _run(
         devices,
         lambda c, d, p: remove_from_device(c, d, name, versions),
         connect=connect,

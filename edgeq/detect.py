@@ -7,7 +7,7 @@ One remote command reads ``uname -m`` (and the userland's word size, so a
 TFLite runtimes it can import (``ai_edge_litert`` and ``tflite_runtime`` are
 imported for real, which catches broken installs such as a NumPy ABI
 mismatch; TensorFlow, whose import takes many seconds on a board, is only
-looked up).
+looked up). That command is ``edgeq/remote/detect.sh``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,17 @@ import dataclasses
 import datetime as _dt
 import json
 import re
-import shlex
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import remote
 from .errors import ProbeOutputError
 from .types import to_jsonable
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .inventory import Device
+    from .targets import Target
 
 __all__ = [
     "Detection",
@@ -33,53 +38,6 @@ __all__ = [
     "read_facts",
     "suggest_target_toml",
 ]
-
-_FACTS_PY = r"""
-import importlib, json, platform, struct, sys
-out = {"version": platform.python_version(), "executable": sys.executable, "bits": struct.calcsize("P") * 8, "runtimes": {}, "broken": {}}
-try:
-    from importlib import metadata
-except ImportError:
-    metadata = None
-def version(*names):
-    for name in names:
-        try:
-            return metadata.version(name) if metadata else None
-        except Exception:
-            pass
-    return None
-import importlib.util
-for key, module, dists, load in (
-    ("ai-edge-litert", "ai_edge_litert", ("ai-edge-litert", "ai_edge_litert"), "ai_edge_litert.interpreter"),
-    ("tflite-runtime", "tflite_runtime", ("tflite-runtime", "tflite_runtime"), "tflite_runtime.interpreter"),
-    ("tensorflow", "tensorflow", ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tf-nightly"), None),
-    ("numpy", "numpy", ("numpy",), None),
-):
-    try:
-        if importlib.util.find_spec(module) is None:
-            continue
-        if load:
-            importlib.import_module(load)
-    except Exception as exc:
-        out["broken"][key] = (type(exc).__name__ + ": " + str(exc))[:300]
-        continue
-    out["runtimes"][key] = version(*dists) or "installed"
-print(json.dumps(out))
-"""
-
-_FACTS_SH = r"""
-py=$1
-s() { printf '@@%s\n' "$1"; }
-s uname; uname -m; uname -r; getconf LONG_BIT 2>/dev/null || echo
-s model; if [ -r /proc/device-tree/model ]; then tr -d '\000' < /proc/device-tree/model; echo; fi
-s cpuinfo; cat /proc/cpuinfo 2>/dev/null
-s nproc; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || grep -c '^processor' /proc/cpuinfo
-s maxfreq; cat /sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq 2>/dev/null || true
-s meminfo; head -n 5 /proc/meminfo 2>/dev/null
-s os-release; cat /etc/os-release 2>/dev/null
-s python; if command -v "$py" >/dev/null 2>&1; then command -v "$py"; "$py" -c "$2" 2>&1 | tail -n 1; else echo "-"; fi
-s end
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,12 +89,12 @@ class Detection:
         return data
 
 
-def read_facts(conn: Any, device: Any) -> DeviceFacts:
+def read_facts(conn: Connection, device: Device) -> DeviceFacts:
     """Run the facts script on the device (one command) and parse what it printed."""
-    python = getattr(device, "python", None) or "python3"
-    command = "sh -c " + shlex.quote(_FACTS_SH) + " edgeq-detect " + shlex.quote(python) + " " + shlex.quote(_FACTS_PY)
-    result = conn.run(command, conn.options.command_timeout_s)
-    return parse_facts(result.stdout, device=getattr(device, "name", "device"))
+    script = remote.script("detect.sh", conn.edgeq_dir)
+    command = remote.script_command(script, device.python or "python3")
+    result = conn.run(command, conn.options.command_timeout_s, label="detect", requires=(script,))
+    return parse_facts(result.stdout, device=device.name)
 
 
 def parse_facts(text: str, device: str = "device") -> DeviceFacts:
@@ -221,7 +179,7 @@ def _board_words(text: str) -> str:
     return re.sub(r"\s+", " ", text).lower()
 
 
-def match_targets(facts: DeviceFacts, targets: Sequence[Any]) -> tuple[TargetMatch, ...]:
+def match_targets(facts: DeviceFacts, targets: Sequence[Target]) -> tuple[TargetMatch, ...]:
     """Targets that can describe the device, best first. A target is out when its arch, CPU or core count differ, or it claims ISA features the device lacks."""
     found: list[TargetMatch] = []
     for target in targets:
@@ -262,7 +220,7 @@ def match_targets(facts: DeviceFacts, targets: Sequence[Any]) -> tuple[TargetMat
     return tuple(sorted(found, key=lambda m: (-m.score, not m.specific, m.target)))
 
 
-def detect_device(conn: Any, device: Any, targets: Sequence[Any], *, name: str | None = None) -> Detection:
+def detect_device(conn: Connection, device: Device, targets: Sequence[Target], *, name: str | None = None) -> Detection:
     """Read a device's facts and match them against ``targets`` (``edgeq.targets.list_targets()``).
 
     When no specific target fits, ``toml`` is a target file named ``name``

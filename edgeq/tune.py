@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,18 @@ from .metrics import compare_outputs, is_classifier_output
 from .quantize import FloatGraph, Layer
 from .recipe import Override, Precision
 from .types import Fidelity, QuantMode, TensorSpec
+
+if TYPE_CHECKING:
+    import os
+    from pathlib import Path
+
+    from .connection import Connection
+    from .deploy import ModelFile
+    from .fleet import Connector, FleetEvents, FleetOptions, FleetResult, ProgressCallback
+    from .inventory import Device
+    from .probe import ProbeOptions, ProbeResult
+    from .targets import Target
+    from .types import ConversionReport
 
 __all__ = [
     "Budget",
@@ -57,6 +69,7 @@ class BudgetNotMet(EdgeqError):
     """No candidate is within the accuracy budget (the best one found is reported)."""
 
     exit_code = 13
+    kind = "budget-not-met"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -679,20 +692,22 @@ class Latency:
 class DeviceChoice:
     device: str
     target: str | None
-    status: str  # ok | failed | unreachable
+    status: str  # ok | failed | unreachable | skipped
     reason: str | None = None
+    code: int = 0  # a failure's exit code and kind (edgeq.errors)
+    kind: str | None = None
     latencies: tuple[Latency, ...] = ()
     chosen: str | None = None  # the fastest candidate within the budget on this device
     power_w: float | None = None
 
 
 def probe_candidates(
-    conn: Any,
-    device: Any,
-    models: Mapping[str, Any],
-    probe_options: Any,
+    conn: Connection,
+    device: Device,
+    models: Mapping[str, ModelFile],
+    probe_options: ProbeOptions,
     *,
-    target: Any = None,
+    target: Target | None = None,
     rounds: int = 2,
     within: Sequence[str] = (),
     say: Say | None = None,
@@ -702,17 +717,17 @@ def probe_candidates(
     from .stats import median_interval
 
     say = say or (lambda _m: None)
-    name = getattr(device, "name", str(device))
+    name = device.name
     for label, model in models.items():
         say(f"{name}: deploying {label} ({model.size_bytes} bytes)")
         deploy_for_probe(conn, device, model)
     prober = DeviceProber(conn, device, probe_options, target=target)
-    results: dict[str, list[Any]] = {label: [] for label in models}
+    results: dict[str, list[ProbeResult]] = {label: [] for label in models}
     for r in range(rounds):
         for label, model in models.items():
             say(f"{name}: round {r + 1}/{rounds}, {label}")
             results[label].append(prober.probe(model))
-    power = getattr(target, "power_w", None)
+    power = target.power_w if target else None
     latencies = []
     for label, model in models.items():
         run = pool(label, model, results[label])
@@ -734,7 +749,7 @@ def probe_candidates(
     chosen = min(eligible, key=lambda lat: lat.p50_ms).candidate if eligible else None
     return DeviceChoice(
         device=name,
-        target=getattr(target, "name", None),
+        target=target.name if target else None,
         status="ok",
         latencies=tuple(latencies),
         chosen=chosen,
@@ -795,7 +810,7 @@ def report_scores(prep: Prepared, models: Mapping[str, bytes], names: Iterable[s
     return scores
 
 
-def _acceptor(targets: Sequence[Any]) -> Callable[[bytes], str | None] | None:
+def _acceptor(targets: Sequence[Target]) -> Callable[[bytes], str | None] | None:
     """None when there is no target to satisfy; else a check: None if every target can run the model, or why not."""
     if not targets:
         return None
@@ -817,10 +832,10 @@ def _conversion_report(
     name: str,
     candidate: Candidate,
     model: bytes,
-    out_path: Any,
+    out_path: Path,
     versions: Mapping[str, str],
     target: str | None,
-) -> Any:
+) -> ConversionReport:
     """The chosen model's report, with fidelity and accuracy on the REPORT split."""
     from . import __version__
     from .metrics import accuracy
@@ -866,18 +881,18 @@ def run_tune(
     calibration: str,
     eval_data: str | None,
     options: TuneOptions,
-    out_dir: Any,
+    out_dir: str | os.PathLike[str],
     *,
-    target: Any = None,
-    devices: Sequence[Any] = (),
-    device_targets: Callable[[str | None], Any] | None = None,
-    connect: Callable[[Any], Any] | None = None,
-    fleet_options: Any = None,
-    events: Any = None,
-    probe_options: Any = None,
+    target: Target | None = None,
+    devices: Sequence[Device] = (),
+    device_targets: Callable[[str | None], Target | None] | None = None,
+    connect: Connector | None = None,
+    fleet_options: FleetOptions | None = None,
+    events: FleetEvents | None = None,
+    probe_options: ProbeOptions | None = None,
     rounds: int = 2,
     say: Say | None = None,
-) -> tuple[TuneReport, dict[str, Any], Any]:
+) -> tuple[TuneReport, dict[str, Any], FleetResult[DeviceChoice] | None]:
     """The whole of ``edgeq tune``: returns (report, written files, fleet result or None).
 
     Nothing is written before the model, the data and the budget are checked;
@@ -920,9 +935,7 @@ def run_tune(
             report=_by_signature(data.report, graph),
         )
     targets = [
-        t
-        for t in ([target] + [device_targets(getattr(d, "target", None)) if device_targets else None for d in devices])
-        if t is not None
+        t for t in ([target] + [device_targets(d.target) if device_targets else None for d in devices]) if t is not None
     ]
     targets = list({t.name: t for t in targets}.values())
     prep = prepare(graph, data, options, str(model), say)
@@ -944,7 +957,9 @@ def run_tune(
     to_probe = probe_set(result, kind) if devices else ()
     stem = Path(model).stem if Path(model).suffix else Path(model).name
     if devices and within:
-        from .deploy import DeviceStatus, device_result, prepare_model, run_fleet
+        from .deploy import prepare_model
+        from .fleet import FleetOptions, run_fleet
+        from .probe import ProbeOptions
 
         staging = out_dir / ".probe"
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -956,26 +971,31 @@ def run_tune(
             files[c.name] = prepare_model(path, name=f"tune-{stem}-c{i}"[:64])
         names_within = [c.name for c in to_probe if c.meets_budget]
 
-        def operation(conn: Any, device: Any, _progress: Any) -> Any:
-            dev_target = device_targets(getattr(device, "target", None)) if device_targets else None
-            choice = probe_candidates(
-                conn, device, files, probe_options, target=dev_target, rounds=rounds, within=names_within, say=say
+        if connect is None:
+            raise ValueError("run_tune: devices need a connect function")
+        timing = probe_options or ProbeOptions()
+
+        def operation(conn: Connection, device: Device, _progress: ProgressCallback) -> DeviceChoice:
+            dev_target = device_targets(device.target) if device_targets else None
+            return probe_candidates(
+                conn, device, files, timing, target=dev_target, rounds=rounds, within=names_within, say=say
             )
-            return device_result(device, "tune", stem, DeviceStatus.OK, data=choice)
 
         fleet = run_fleet(
-            devices, operation, connect=connect, action="tune", model=stem, options=fleet_options, events=events
+            devices, operation, connect=connect, options=fleet_options or FleetOptions(), events=events, action="tune"
         )
         for device, outcome in zip(devices, fleet.results):
-            if outcome.status.succeeded:
-                choices.append(outcome.data)
+            if outcome.value is not None:
+                choices.append(outcome.value)
             else:
                 choices.append(
                     DeviceChoice(
                         device=device.name,
-                        target=getattr(device, "target", None),
-                        status="unreachable" if outcome.status.value == "unreachable" else "failed",
+                        target=device.target,
+                        status=outcome.status.value,
                         reason=outcome.reason,
+                        code=outcome.code,
+                        kind=outcome.kind,
                     )
                 )
         for path in staging.iterdir():

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything edgeq and its tests need; safe to run again (quick when nothing changed).
-#   - system packages: openssh-server (the tests start real sshd's on loopback), openssh-client
+#   - system packages: openssh-server (the tests start real sshd's on loopback), openssh-client,
+#                      shellcheck, dash and busybox (the device scripts are linted and run under both shells)
 #   - .venv:                 edgeq (editable) with its test extras, on Python 3.11+
 #   - .venv-tflite-runtime:  a device-like Python with tflite-runtime 2.14 and numpy 1.x,
 #                            used by the probe tests as a Raspberry Pi image would have it
@@ -12,6 +13,9 @@ need_pkgs=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v scp >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+command -v shellcheck >/dev/null 2>&1 || need_pkgs+=(shellcheck)
+command -v dash >/dev/null 2>&1 || need_pkgs+=(dash)
+command -v busybox >/dev/null 2>&1 || need_pkgs+=(busybox)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -34,6 +34,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -380,10 +381,12 @@ class SilentServer:
 
 
 class CuttingProxy:
-    """A TCP proxy to a device that cuts (``mode="close"``) or freezes (``"stall"``) a connection after N client bytes.
+    """A TCP proxy to a device that cuts (``mode="close"``), resets (``"reset"``: a TCP RST to both sides)
+    or freezes (``"stall"``) a connection after N client bytes.
 
     Only the first ``cut_connections`` connections are cut; later ones are
-    forwarded whole (a transient failure, for retries). ``cut`` counts them.
+    forwarded whole (a transient failure, for retries). ``cut`` counts them;
+    ``forwarded`` counts the bytes passed on from clients.
     """
 
     def __init__(
@@ -396,12 +399,13 @@ class CuttingProxy:
         cut_connections: int = 1_000_000,
         host: str | None = None,
     ):
-        assert mode in ("close", "stall")
+        assert mode in ("close", "reset", "stall")
         self.target = (target_host, target_port)
         self.cut_after_bytes = cut_after_bytes
         self.mode = mode
         self.cut_connections = cut_connections
         self.cut = 0
+        self.forwarded = 0
         self.connections = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -444,11 +448,18 @@ class CuttingProxy:
                         if cutting and sent + len(data) >= self.cut_after_bytes:
                             with self._lock:
                                 self.cut += 1
+                            if self.mode == "reset":  # SO_LINGER 0: close() sends RST instead of FIN
+                                for end in (client, upstream):
+                                    end.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                                    end.close()
+                                return
                             if self.mode == "close":
                                 return
                             self._stop.wait()  # stall: keep both sockets open, forward nothing more
                             return
                         sent += len(data)
+                        with self._lock:
+                            self.forwarded += len(data)
                         upstream.sendall(data)
                     else:
                         client.sendall(data)

@@ -245,9 +245,10 @@ def test_a_hanging_probe_is_stopped_at_its_timeout(int8_model, start_device, kno
     )
     elapsed = time.monotonic() - started
     assert 3 <= elapsed < 30
-    assert result.exit_code == 12
+    assert result.exit_code == 10  # the one device's own code: a remote command (that overran its time)
     row = only_device(result)
     assert row["status"] == "failed" and row["result"] is None
+    assert (row["code"], row["kind"]) == (10, "command-timeout")
     assert "did not finish within 3 s" in row["reason"] and "stopped on the device" in row["reason"]
     assert (
         "Error: hang: failed: " in result.stderr and "--probe-timeout" in result.stderr
@@ -268,9 +269,9 @@ def test_a_crashing_probe_is_reported_without_its_traceback(
     result = edgeq(
         "probe", int8_model, "-i", inventory, "--known-hosts", known_hosts_for(device), "--retries", 0, *FAST, "--json"
     )
-    assert result.exit_code == 12
+    assert result.exit_code == 10
     row = only_device(result)
-    assert row["status"] == "failed"
+    assert (row["status"], row["code"], row["kind"]) == ("failed", 10, "remote-command")
     assert row["reason"] == "the probe did not run (ImportError: numpy.core.multiarray failed to import)"
     assert f"Hint: check that `{crash}` with numpy and a TFLite runtime works" in result.stderr
     assert "Traceback" not in result.output
@@ -477,7 +478,7 @@ def test_a_hanging_sweep_probe_is_stopped_at_the_probe_timeout(digits_classifier
         3,
     )
     assert time.monotonic() - started < 90
-    assert result.exit_code == 12, result.output
+    assert result.exit_code == 10, result.output
     (dev,) = json.loads((out / "digits_bench.json").read_text())["devices"]
     assert (
         dev["status"] == "failed"
@@ -596,12 +597,13 @@ def test_bench_with_a_device_down(
         "--rounds",
         1,
     )
-    assert result.exit_code == 12, result.output
+    assert result.exit_code == 7, result.output  # the only failure's code
     assert "Error: 1 of 2 devices did not succeed (1 unreachable)" in result.stderr
     data = json.loads((out / "digits_bench.json").read_text())
     up, gone = data["devices"]
     assert (up["device"], up["status"], up["float32"]["rounds"]) == ("up", "ok", 1)
     assert (gone["device"], gone["status"], gone["float32"]) == ("gone", "unreachable", None)
+    assert (gone["code"], gone["kind"], up["code"], up["kind"]) == (7, "unreachable", 0, None)
     assert "connection refused" in gone["reason"]
     assert (data["fleet"]["devices"], data["fleet"]["measured"]) == (2, 1)
     rows = read_csv(out / "digits_bench.csv")
@@ -721,3 +723,27 @@ def test_bench_with_a_bad_model_leaves_no_output_folder(tmp_path):
     assert result.exit_code == 5, result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_the_sweep_skips_a_runtime_by_the_error_s_type_not_its_words():
+    from edgeq.bench import _sweep
+    from edgeq.errors import NoRuntimeError, RemoteCommandError
+    from edgeq.probe import ProbeOptions
+
+    tried = []
+
+    def probe(label, options, threads):
+        tried.append(options.runtime)
+        if options.runtime == "ai-edge-litert":
+            raise NoRuntimeError("pi: the probe failed: (any words)")
+        return _result((1.0, 2.0, 3.0), 10.0, 40.0)
+
+    points = _sweep(probe, ProbeOptions(), 2, lambda _m: None, "pi")
+    assert tried.count("ai-edge-litert") == 1  # its first probe said it is not installed: the next runtime
+    assert len(points) == 2 * 2 * 2  # two runtimes left x 1..2 threads x two models
+
+    def words_only(label, options, threads):
+        raise RemoteCommandError("pi: the probe failed: no TFLite runtime could be imported; tried: x")
+
+    with pytest.raises(RemoteCommandError):  # the words alone decide nothing: the failure is the device's
+        _sweep(words_only, ProbeOptions(), 2, lambda _m: None, "pi")

@@ -19,6 +19,7 @@ import paramiko
 import pytest
 from _remote import options, ssh
 
+from edgeq import remote
 from edgeq.connection import (
     CommandResult,
     Connection,
@@ -81,6 +82,23 @@ def test_run_returns_exit_status_stdout_and_stderr(conn):
     assert (result.exit_status, result.stdout, result.stderr) == (3, "out\n", "err\n")
     with pytest.raises(RemoteCommandError, match="exit status 3: err"):
         conn.run("echo err >&2; exit 3")
+
+
+def test_messages_name_a_command_by_its_label_not_its_shell_text(conn):
+    with pytest.raises(RemoteCommandError) as info:
+        conn.run("echo broken >&2; exit 3", label="status")
+    assert info.value.message == f"{conn.label}: `status` failed with exit status 3: broken"
+    with pytest.raises(RemoteCommandError, match="`detect` did not finish within 1 s"):
+        conn.run("sleep 30", timeout_s=1, label="detect")
+
+
+def test_the_wrapper_is_kept_on_the_device_once_per_version(conn):
+    conn.run("true")
+    listing = conn.run("ls edgeq/scripts").stdout.split()
+    assert remote.script("wrapper.sh", "edgeq").path.rsplit("/", 1)[1] in listing
+    conn.run("rm -rf edgeq/scripts")  # gone (a wiped device): the next command puts it back by itself
+    assert conn.run("echo again", stdin=b"ignored").stdout == "again\n"
+    assert remote.script("wrapper.sh", "edgeq").path.rsplit("/", 1)[1] in conn.run("ls edgeq/scripts").stdout
 
 
 def test_commands_run_in_the_home_directory(conn):
@@ -326,6 +344,28 @@ def test_a_stalled_upload_ends_within_the_transfer_timeout(device, cutting_proxy
     with conn, pytest.raises(DeviceUnreachableError, match="stalled"):
         conn.put(source, "big")
     assert time.monotonic() - started < 2 + 5  # the transfer timeout, plus slack: it ends
+
+
+def test_a_silent_link_is_noticed_by_unanswered_keepalives(device, cutting_proxy, known_hosts_for):
+    proxy = cutting_proxy(device, cut_after_bytes=1 << 40, mode="stall")
+    known = known_hosts_for(extra_lines=(device.known_hosts_line(host=proxy.host, port=proxy.port),))
+    conn = SSHConnection(
+        proxy.host,
+        port=proxy.port,
+        user=device.user,
+        key_files=(str(device.key_path),),
+        options=options(known_hosts=known, command_timeout_s=60, keepalive_s=1, keepalive_count_max=2),
+    )
+    with conn:
+        conn.run("true")  # the device's scripts are in place: the next command sends nothing after it starts
+        process = conn.start("sleep 50", label="nap")
+        time.sleep(0.3)
+        proxy.cut_after_bytes = 0  # from now on the link forwards nothing: the keepalives go unanswered
+        started = time.monotonic()
+        with pytest.raises(DeviceUnreachableError, match="no answer to 2 keepalives"):
+            process.wait()
+        process.close()
+    assert time.monotonic() - started < (2 + 1) * 1 + 3  # not the command's 60 s
 
 
 def test_a_connection_cut_during_an_upload(device, cutting_proxy, known_hosts_for, tmp_path):

@@ -29,7 +29,6 @@ from edgeq.deploy import (
     prepare_model,
     remove_fleet,
     rollback_fleet,
-    run_fleet,
     status_fleet,
     validate_model_name,
 )
@@ -175,6 +174,7 @@ def test_rollback_refuses_a_damaged_version_and_unknown_versions(device, models)
     connect = connector(known_hosts=device.known_hosts)
     result = only(rollback_fleet([dev], NAME, connect=connect, options=fast()))
     assert result.status is DeviceStatus.FAILED and "not rolling back" in result.reason and "sha256" in result.reason
+    assert (result.code, result.kind) == (1, "model-state")
     assert_active(device, models["b"].version, models["b"].sha256)
     missing = only(rollback_fleet([dev], NAME, to="abcdef", connect=connect, options=fast()))
     assert missing.status is DeviceStatus.FAILED and "no version 'abcdef'" in missing.reason
@@ -194,7 +194,7 @@ def test_status_and_a_tampered_file(device, models):
     active.write_bytes(active.read_bytes()[:-10] + b"0123456789")
     bad = only(status_fleet([dev], NAME, connect=connect, options=fast()))
     assert (bad.status, bad.version, bad.state.intact) == (DeviceStatus.FAILED, models["b"].version, False)
-    assert "does not match its sha256" in bad.reason
+    assert "does not match its sha256" in bad.reason and (bad.code, bad.kind) == (1, "model-state")
     absent = only(status_fleet([dev], "other-model", connect=connect, options=fast()))
     assert absent.status is DeviceStatus.FAILED and "no model named 'other-model'" in absent.reason
     # deploying again repairs the damaged active version (uploaded again, with a warning)
@@ -269,7 +269,7 @@ def test_other_login_shells(start_device, models, shell):
 def test_an_unwritable_remote_dir_is_one_clear_reason(device, models):
     result = only(deploy([as_device(device, remote_dir="/proc/edgeq")], models["a"], device.known_hosts))
     assert result.status is DeviceStatus.FAILED and result.reason.startswith(
-        "cannot create /proc/edgeq/models/digits/.incoming: "
+        "cannot write edgeq's files into /proc/edgeq/scripts: "
     )
 
 
@@ -295,7 +295,7 @@ def test_unknown_host_is_refused(deployed, models, tmp_path):
     empty = tmp_path / "empty_known_hosts"
     empty.touch()
     result = only(deploy([dev], models["b"], empty))
-    assert result.status is DeviceStatus.FAILED and result.error_code == 9
+    assert (result.status, result.code, result.kind) == (DeviceStatus.FAILED, 9, "host-key")
     assert device.fingerprint in result.reason and "--trust-new-hosts" in result.hint
     assert_active(device, models["a"].version, models["a"].sha256)
 
@@ -307,7 +307,8 @@ def test_changed_host_key_is_refused_even_when_trusting_new_hosts(deployed, mode
     impostor = make_key(tmp_path / "impostor")
     known = known_hosts_for(extra_lines=(device.known_hosts_line(key=impostor),))
     result = only(deploy([dev], models["b"], known, connect_options={"trust_new_hosts": True}))
-    assert result.status is DeviceStatus.FAILED and result.error_code == 9 and "HOST KEY CHANGED" in result.reason
+    assert (result.status, result.code, result.kind) == (DeviceStatus.FAILED, 9, "host-key")
+    assert "HOST KEY CHANGED" in result.reason
     assert_active(device, models["a"].version, models["a"].sha256)
 
 
@@ -321,7 +322,7 @@ def test_authentication_failure(deployed, models, tmp_path):
             [as_device(device, key_files=(str(stranger.path),))], models["b"], device.known_hosts, fleet=fast(retries=2)
         )
     )
-    assert (result.status, result.error_code, result.attempts) == (DeviceStatus.FAILED, 8, 1)  # never retried
+    assert (result.status, result.code, result.kind, result.attempts) == (DeviceStatus.FAILED, 8, "authentication", 1)
     assert_active(device, models["a"].version, models["a"].sha256)
 
 
@@ -330,7 +331,7 @@ def test_a_device_that_is_down(deployed, models):
     device.server.stop()
     started = time.monotonic()
     result = only(deploy([dev], models["b"], device.known_hosts, fleet=fast(retries=2, backoff_s=0.05)))
-    assert (result.status, result.error_code, result.attempts) == (DeviceStatus.UNREACHABLE, 7, 3)
+    assert (result.status, result.code, result.kind, result.attempts) == (DeviceStatus.UNREACHABLE, 7, "unreachable", 3)
     assert "refused" in result.reason and time.monotonic() - started < 10  # three refusals and two short backoffs
     assert_active(device, models["a"].version, models["a"].sha256)
 
@@ -358,7 +359,7 @@ def test_a_full_disk(start_device, models, tmp_path):
     assert only(deploy([dev], models["c"], device.known_hosts)).status is DeviceStatus.OK  # 40 kB fits
     big = prepare_model(write_model(tmp_path / "big.tflite", 150_000, 9), NAME)
     result = only(deploy([dev], big, device.known_hosts))
-    assert result.status is DeviceStatus.FAILED and result.error_code == 10
+    assert (result.status, result.code) == (DeviceStatus.FAILED, 10)
     if device.disk_limit == "tmpfs":
         assert "not enough space" in result.reason and result.bytes_sent == 0
     assert_active(device, models["c"].version, models["c"].sha256)
@@ -458,9 +459,11 @@ def test_a_fleet_with_every_device_accounted_for(start_device, models, known_hos
     for d in good:
         assert_active(d, models["a"].version, models["a"].sha256)
     data = fleet.to_dict()
-    assert (
-        data["ok"] is False and data["results"][4]["status"] == "unreachable" and data["results"][3]["error_code"] == 8
-    )
+    assert data["ok"] is False and data["results"][4]["status"] == "unreachable"
+    assert [(r["code"], r["kind"]) for r in data["results"]] == [(0, None)] * 3 + [
+        (8, "authentication"),
+        (7, "unreachable"),
+    ]
 
 
 def test_canary_failure_stops_the_rollout(start_device, models, known_hosts_for):
@@ -469,6 +472,7 @@ def test_canary_failure_stops_the_rollout(start_device, models, known_hosts_for)
     known = known_hosts_for(canary, *rest)
     fleet = deploy([as_device(canary)] + [as_device(d) for d in rest], models["a"], known, fleet=fast(canary=1))
     assert [r.status for r in fleet.results] == [DeviceStatus.FAILED, DeviceStatus.SKIPPED, DeviceStatus.SKIPPED]
+    assert [(r.code, r.kind) for r in fleet.results] == [(8, "authentication"), (12, "skipped"), (12, "skipped")]
     assert fleet.stopped_by_canary and "canary failed (canary)" in fleet.results[1].reason
     for d in rest:
         assert not model_folder(d, NAME).exists()
@@ -478,46 +482,6 @@ def test_canary_success_continues(start_device, models, known_hosts_for):
     devices = [start_device(f"c{i}") for i in range(3)]
     fleet = deploy([as_device(d) for d in devices], models["a"], known_hosts_for(*devices), fleet=fast(canary=1))
     assert fleet.ok and not fleet.stopped_by_canary
-
-
-def test_run_fleet_bounds_concurrency_and_survives_bugs():
-    running = 0
-    peak = 0
-    lock = threading.Lock()
-
-    class Conn:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
-
-        def close(self):
-            pass
-
-    def operation(conn, device, progress):
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        time.sleep(0.02)
-        with lock:
-            running -= 1
-        if device.name == "buggy":
-            raise ZeroDivisionError("boom")
-        return DeviceResult(device.name, device.destination, "x", "m", DeviceStatus.OK)
-
-    devices = [Device(name=f"d{i}", address=f"10.0.0.{i}", user="u") for i in range(10)] + [
-        Device(name="buggy", address="10.0.1.1", user="u")
-    ]
-    fleet = run_fleet(
-        devices, operation, connect=lambda d: Conn(), action="x", model="m", options=FleetOptions(concurrency=3)
-    )
-    assert peak <= 3 and [r.status for r in fleet.results][:10] == [DeviceStatus.OK] * 10
-    assert (
-        fleet.results[10].status is DeviceStatus.FAILED
-        and "internal error: ZeroDivisionError" in fleet.results[10].reason
-    )
 
 
 # --------------------------------------------------------------------------- the same deploys on this machine (LocalConnection)
@@ -624,13 +588,13 @@ def _ssh_config_with_key(device) -> Path:
     return path
 
 
-def test_cli_tampered_status_exits_12_with_one_line(device, models):
+def test_cli_tampered_status_exits_with_its_code_and_one_line(device, models):
     common = ["--host", device.spec, "--known-hosts", device.known_hosts, "--ssh-config", _ssh_config_with_key(device)]
     assert _cli("deploy", models["a"].path, "--name", NAME, *common).exit_code == 0
     model = model_folder(device, NAME) / models["a"].version / "model.tflite"
     model.write_bytes(b"\x1c\x00\x00\x00TFL3 replaced")
     result = _cli("status", "--name", NAME, *common)
-    assert result.exit_code == 12
+    assert result.exit_code == 1  # ModelStateError: the one device's own code
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert len(error_lines) == 1 and "does not match its sha256" in error_lines[0]
     assert "NO" in result.stdout
@@ -649,7 +613,7 @@ def test_cli_unknown_host_shows_the_fingerprint_and_the_hint(device, models, tmp
         "--ssh-config",
         _ssh_config_with_key(device),
     )
-    assert result.exit_code == 12
+    assert result.exit_code == 9
     assert device.fingerprint in result.stderr and "Hint: " in result.stderr and "--trust-new-hosts" in result.stderr
     trusted = _cli(
         "deploy",
@@ -703,7 +667,7 @@ def test_cli_inventory_limit_and_partial_failure(start_device, models, tmp_path,
     )
     assert shelf.exit_code == 0 and "2 devices: 2 ok" in shelf.stdout
     everything = _cli("deploy", models["a"].path, "-i", inventory, "--known-hosts", known, "--retries", 0, "--json")
-    assert everything.exit_code == 12
+    assert everything.exit_code == 7  # the one failure's code: the others succeeded
     data = json.loads(everything.stdout)
     assert [r["status"] for r in data["results"]] == ["unchanged", "unchanged", "unreachable"]
     assert "Error: 1 of 3 devices did not succeed (1 unreachable)" in everything.stderr

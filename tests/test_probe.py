@@ -187,3 +187,31 @@ def _document(**over):
     }
     doc.update(over)
     return doc
+
+
+# --------------------------------------------------------------------------- what a failure is: by kind, not by words
+
+_WITHOUT_RUNTIMES = """
+import runpy, sys
+for name in ("ai_edge_litert", "tflite_runtime", "tensorflow"):
+    sys.modules[name] = None  # `import name` now fails, as on a device where none is installed
+sys.argv = [sys.argv[1], "--model", "/nonexistent/model.tflite", "--runs", "1"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_no_runtime_is_reported_by_its_kind():
+    from edgeq.errors import NoRuntimeError
+
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_RUNTIMES, str(PROBE_FILE)], capture_output=True, text=True)
+    assert done.returncode == 3
+    document = parse_probe_output(done.stdout, "pi")
+    assert document["ok"] is False and document["error_kind"] == "no-runtime"
+    with pytest.raises(NoRuntimeError, match="no TFLite runtime could be imported") as info:
+        result_from_document(document, "pi")
+    assert (info.value.kind, info.value.exit_code) == ("no-runtime", 10)
+    # the same words without the kind are an ordinary remote-command failure: nothing is decided by the message
+    del document["error_kind"]
+    with pytest.raises(RemoteCommandError) as plain:
+        result_from_document(document, "pi")
+    assert not isinstance(plain.value, NoRuntimeError) and plain.value.kind == "remote-command"

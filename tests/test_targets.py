@@ -771,6 +771,10 @@ def test_a_wheel_ships_the_targets_and_loads_them_without_the_repo(tmp_path):
     assert not missing, (
         f"not in the wheel: {missing}; add their packages to [tool.setuptools] packages in pyproject.toml"
     )
+    scripts = {p.relative_to(REPO).as_posix() for p in (REPO / "edgeq").rglob("*.sh")}
+    assert scripts and not sorted(scripts - names), (
+        f"device scripts not in the wheel: {sorted(scripts - names)}; add them to [tool.setuptools.package-data]"
+    )
 
     site = tmp_path / "site"
     install = subprocess.run(

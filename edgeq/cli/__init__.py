@@ -3,7 +3,11 @@
 Only this package prints or exits. :class:`edgeq.errors.EdgeqError` becomes
 ``Error: ...`` (and ``Hint: ...``) on stderr with the error's exit code;
 anything else is a bug and keeps its traceback. ``--debug`` (or
-``EDGEQ_DEBUG=1``) shows the traceback of user errors too.
+``EDGEQ_DEBUG=1``) shows the traceback of user errors too. Ctrl-C is
+``Aborted.`` and exit 130 wherever it lands, start-up included (the
+``edgeq`` command enters through :func:`edgeq.__main__.main`, which guards
+the import of this package too). Commands on devices turn their fleet's
+outcome into one exit code with :func:`edgeq.cli._devices.raise_for_fleet`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,14 @@ class EdgeqGroup(click.Group):
             importlib.import_module(f"{__name__}.{COMMAND_MODULES[name]}")
         return super().get_command(ctx, name)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        # parsing the group's options (``--help`` imports every command module): click would say
+        # "Aborted!" and exit 1 on Ctrl-C here
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            raise aborted() from None
+
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
@@ -47,8 +59,13 @@ class EdgeqGroup(click.Group):
                 click.echo(f"Hint: {exc.hint}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("Aborted.", err=True)
-            ctx.exit(130)
+            raise aborted() from None
+
+
+def aborted() -> click.exceptions.Exit:
+    """What Ctrl-C becomes: one line on stderr, and the exit that click passes through (130 = 128 + SIGINT)."""
+    click.echo("Aborted.", err=True)
+    return click.exceptions.Exit(130)
 
 
 # command name -> module of edgeq.cli that defines it
@@ -76,15 +93,28 @@ def cli(ctx: click.Context, debug: bool) -> None:
     \b
     Exit codes: 0 ok, 1 error, 2 usage, 3 target file, 4 calibration data,
     5 model, 6 conversion, 7 device unreachable, 8 authentication,
-    9 host key, 10 remote command, 11 probe output, 12 some devices failed,
-    13 no candidate within the accuracy budget (tune).
+    9 host key, 10 remote command, 11 probe output, 12 devices failed in
+    different ways, 13 no candidate within the accuracy budget (tune),
+    130 interrupted (Ctrl-C).
+    \b
+    Commands on devices exit 0 when every device succeeded; else one device
+    exits with its failure's code (7-11, or 1: model absent or damaged on
+    the device); a fleet whose failures all have the same code exits with
+    that code, even if other devices succeeded; failures with different
+    codes exit 12 (devices skipped after a failed canary count as 12).
+    --json gives each device's code and kind. A bug keeps its traceback.
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
 
 
 def main() -> None:
-    cli(prog_name="edgeq")
+    """Run the ``edgeq`` command (:func:`edgeq.__main__.main` is the entry point: it guards this import too)."""
+    try:
+        cli.main(prog_name="edgeq")
+    except KeyboardInterrupt:  # between click's own handlers
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover

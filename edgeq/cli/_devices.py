@@ -9,7 +9,7 @@ Usage in a command module::
         with FleetProgress(len(found)) as ui:
             fleet = deploy_fleet(found, ..., connect=devices.connector(ui), options=devices.fleet_options(), events=ui)
         ...render...
-        raise_for_fleet(fleet)                      # exit 12 when any device did not succeed
+        raise_for_fleet(fleet)                      # the exit rule: see raise_for_fleet
 
 Nothing here imports paramiko: the library is imported when a command runs.
 """
@@ -24,14 +24,16 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:
-    from ..connection import ConnectOptions
-    from ..deploy import DeviceResult, FleetOptions, FleetResult
+    from ..connection import Connection, ConnectOptions
+    from ..errors import EdgeqError
+    from ..fleet import DeviceReport, FleetOptions, FleetReport
     from ..inventory import Device, HostSpec
+    from ..targets import Target
 
 __all__ = ["DeviceOptions", "FleetProgress", "HostSpecType", "device_options", "raise_for_fleet"]
 
@@ -71,7 +73,7 @@ class DeviceOptions:
     retries: int = 2
 
     def resolve(
-        self, targets_dir: str | os.PathLike | None = None, target_loader: Callable[[str], Any] | None = None
+        self, targets_dir: str | os.PathLike | None = None, target_loader: Callable[[str], Target] | None = None
     ) -> tuple[Device, ...]:
         """The selected devices, fully resolved (inventory, ~/.ssh/config, target defaults); no connection is made.
 
@@ -117,7 +119,7 @@ class DeviceOptions:
             host_key_added=ui.host_key_added if ui else _echo_host_key_added,
         )
 
-    def connector(self, ui: FleetProgress | None = None) -> Callable[[Device], Any]:
+    def connector(self, ui: FleetProgress | None = None) -> Callable[[Device], Connection]:
         """``connector(device)`` -> an unopened connection (it opens on first use)."""
         from ..connection import open_connection
 
@@ -125,7 +127,7 @@ class DeviceOptions:
         return lambda device: open_connection(device, options)
 
     def fleet_options(self, canary: int = 0) -> FleetOptions:
-        from ..deploy import FleetOptions
+        from ..fleet import FleetOptions
 
         return FleetOptions(concurrency=self.concurrency, retries=self.retries, canary=canary)
 
@@ -285,7 +287,7 @@ def _password_prompt(ui: FleetProgress | None) -> Callable[[str], str | None]:
 class FleetProgress:
     """Progress of a fleet operation on stderr: devices done and bytes sent (rich bars on a terminal, else one line per device).
 
-    Implements :class:`edgeq.deploy.FleetEvents`; safe to call from worker threads.
+    Implements :class:`edgeq.fleet.FleetEvents`; safe to call from worker threads.
     """
 
     def __init__(self, devices: int, *, action: str = "deploy", total_bytes: int | None = None, enabled: bool = True):
@@ -345,10 +347,10 @@ class FleetProgress:
                 progress.start()
 
     # FleetEvents
-    def started(self, device: Any) -> None:
+    def started(self, device: Device) -> None:
         pass
 
-    def transferred(self, device: Any, done: int, total: int) -> None:
+    def transferred(self, device: Device, done: int, total: int) -> None:
         with self._lock:
             self._sent[device.name] = done
             sent = sum(self._sent.values())
@@ -356,14 +358,14 @@ class FleetProgress:
             total = (self.total_bytes or 0) * self.devices
             self._progress.update(self._bytes_task, completed=sent, count=f"{sent / 1e6:.1f}/{total / 1e6:.1f} MB")
 
-    def retrying(self, device: Any, attempt: int, error: Exception, delay_s: float) -> None:
+    def retrying(self, device: Device, attempt: int, error: EdgeqError, delay_s: float) -> None:
         with self._lock:
             self._sent.pop(device.name, None)
-        message = str(getattr(error, "message", error))
+        message = error.message
         message = message[len(device.name) + 2 :] if message.startswith(f"{device.name}: ") else message
         self._say(f"{device.name}: {message}; retrying in {delay_s:.1f} s")
 
-    def finished(self, result: DeviceResult) -> None:
+    def finished(self, result: DeviceReport) -> None:
         if self._progress is not None:
             with self._lock:
                 self._done += 1
@@ -397,24 +399,52 @@ class FleetProgress:
 # --------------------------------------------------------------------------- the exit rule
 
 
-def raise_for_fleet(fleet: FleetResult) -> None:
-    """Exit 0 when every device succeeded; else PartialFailure (exit 12) naming what failed."""
-    from ..errors import PartialFailure
+def raise_for_fleet(fleet: FleetReport) -> None:
+    """Return when every device succeeded; else raise the error whose exit code says what happened.
 
-    failures = fleet.failures
+    The rule: ONE device exits with its own failure's code (7 unreachable,
+    8 authentication, 9 host key, 10 remote command, 11 probe output, ...);
+    a fleet whose failures all have the same code exits with that code; a
+    fleet whose failures differ exits 12 (:class:`~edgeq.errors.PartialFailure`).
+    Devices skipped after a failed canary count as failures of code 12.
+    """
+    from ..errors import PartialFailure
+    from ..fleet import DeviceStatus
+
+    results = list(fleet.results)
+    failures = [r for r in results if not r.status.succeeded]
     if not failures:
         return
-    total = len(fleet.results)
-    if total == 1:
+    codes = {r.code for r in failures}
+    if len(results) == 1:
         only = failures[0]
-        raise PartialFailure(f"{only.device}: {only.status.value}: {only.reason or 'no reason given'}", hint=only.hint)
-    counts = ", ".join(
-        f"{n} {status}" for status, n in fleet.counts().items() if n and status not in ("ok", "unchanged")
-    )
+        raise _shared_error(failures)(
+            f"{only.device}: {only.status.value}: {only.reason or 'no reason given'}", hint=only.hint
+        )
+    counts = {s.value: sum(1 for r in failures if r.status is s) for s in DeviceStatus}
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     hints = list(dict.fromkeys(r.hint for r in failures if r.hint))
-    hint = hints[0] if len(hints) == 1 else None
     stopped = "; the rollout stopped after the canary" if fleet.stopped_by_canary else ""
-    raise PartialFailure(
-        f"{len(failures)} of {total} devices did not succeed ({counts}){stopped}",
-        hint=hint or "the table above gives each device's reason",
+    error = _shared_error(failures) if len(codes) == 1 else PartialFailure
+    raise error(
+        f"{len(failures)} of {len(results)} devices did not succeed ({summary}){stopped}",
+        hint=hints[0] if len(hints) == 1 else "the table above gives each device's reason",
     )
+
+
+def _shared_error(failures: list[DeviceReport]) -> Callable[..., EdgeqError]:
+    """The most specific error class every failure is an instance of (they share one exit code)."""
+    from ..errors import EdgeqError, error_class
+
+    code = failures[0].code
+    classes = [error_class(r.kind or "error") for r in failures]
+    shared = next(c for c in classes[0].__mro__ if all(issubclass(other, c) for other in classes))
+    if issubclass(shared, EdgeqError) and shared.exit_code == code:
+        return shared
+
+    def make(message: str, hint: str | None = None) -> EdgeqError:  # failures recorded with kinds edgeq does not know
+        error = EdgeqError(message, hint)
+        error.exit_code = code
+        return error
+
+    return make

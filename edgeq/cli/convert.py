@@ -7,27 +7,12 @@ from pathlib import Path
 import click
 
 from . import cli
+from ._options import PIXEL_RANGES, FloatList, TargetName, targets_dir_option
 from ._output import print_renderables, progress_reporter
-from .targets import TargetName, targets_dir_option
 
 MODES = ("int8", "int16x8", "w4a8", "int4-weight", "dynamic", "float16", "float32")
 PRECISIONS = ("float", "int16", "int8", "int4")
 IO_TYPES = ("int8", "uint8", "int16", "float32")
-PIXEL_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0), "0,255": (0.0, 255.0)}
-
-
-class FloatList(click.ParamType):
-    """Comma-separated numbers, e.g. ``0.485,0.456,0.406``."""
-
-    name = "FLOATS"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            return tuple(float(v) for v in str(value).split(","))
-        except ValueError:
-            self.fail(f"expected comma-separated numbers, got {value!r}", param, ctx)
 
 
 class OverrideSpec(click.ParamType):

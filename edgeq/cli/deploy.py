@@ -1,16 +1,19 @@
 """``edgeq deploy``, ``edgeq status``, ``edgeq rollback``, ``edgeq remove``: models on devices and fleets.
 
-Exit status: 0 when every device succeeded (ok or unchanged); 12 (PartialFailure)
-when one or more devices failed, were unreachable or were skipped after a
-failed canary; the table (or ``--json``) says which and why. Problems found
-before any device is contacted keep their own codes: 2 usage, 1 bad model
-name or inventory, 3 target file, 5 model file.
+Exit status: 0 when every device succeeded (ok or unchanged); otherwise the
+rule of :func:`edgeq.cli._devices.raise_for_fleet`: one device, or devices
+that all failed alike, exit with their failure's code (7 unreachable, 8
+authentication, 9 host key, 10 remote command, 1 a model absent or damaged on
+the device...); different failures exit 12. The table (or ``--json``, with
+each device's ``code`` and ``kind``) says which and why. Problems found before
+any device is contacted keep their own codes: 2 usage, 1 bad model name or
+inventory, 3 target file, 5 model file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,10 +21,18 @@ from . import cli
 from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
 from ._output import print_renderables
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..deploy import DeployFleetResult
+
 _FLEET_HELP = """
 \b
-Exit status: 0 when every device succeeded; 12 when any device failed,
-was unreachable or was skipped (each device's reason is in the table).
+Exit status: 0 when every device succeeded. One device that failed, or
+devices that all failed alike, exit with that failure's code (7 unreachable,
+8 authentication, 9 host key, 10 remote command, 1 model absent or damaged on
+the device); different failures exit 12. Each device's reason, code and kind
+are in the table and in --json.
 """
 
 
@@ -82,9 +93,9 @@ def deploy_cmd(
 def status_cmd(name: str, as_json: bool, devices: DeviceOptions) -> None:
     """Show each device's active version of a model and whether its file still matches its sha256.
 
-    A device fails the check (exit 12) when the model is absent, has no active
-    version, or its active file no longer matches the hash recorded when it
-    was deployed.
+    A device fails the check (kind model-state, exit 1) when the model is
+    absent, has no active version, or its active file no longer matches the
+    hash recorded when it was deployed.
     """
     from ..deploy import status_fleet, validate_model_name
 
@@ -163,7 +174,7 @@ def remove_cmd(name: str, versions: tuple[str, ...], remove_all: bool, as_json: 
 _STYLE = {"ok": "green", "unchanged": "cyan", "failed": "red", "unreachable": "red", "skipped": "yellow"}
 
 
-def _show(fleet: Any, as_json: bool) -> None:
+def _show(fleet: DeployFleetResult, as_json: bool) -> None:
     if as_json:
         import json
 
@@ -172,7 +183,7 @@ def _show(fleet: Any, as_json: bool) -> None:
     print_renderables([_table(fleet), *_notes(fleet), _summary(fleet)])
 
 
-def _table(fleet: Any) -> Any:
+def _table(fleet: DeployFleetResult) -> Table:
     from rich.table import Table
     from rich.text import Text
 
@@ -195,7 +206,7 @@ def _table(fleet: Any) -> Any:
         else:
             table.add_column(column, overflow="fold")
     for r in fleet.results:
-        cells = [r.device, Text(r.status.value, style=_STYLE.get(r.status.value, ""))]
+        cells: list[str | Text] = [r.device, Text(r.status.value, style=_STYLE.get(r.status.value, ""))]
         if action == "deploy":
             cells += [r.version or "", r.previous or "", _size(r.bytes_sent), f"{r.seconds:.1f} s"]
         elif action == "status":
@@ -216,7 +227,7 @@ def _table(fleet: Any) -> Any:
     return table
 
 
-def _notes(fleet: Any) -> list[str]:
+def _notes(fleet: DeployFleetResult) -> list[str]:
     """Each device's reason and warnings, in full, under the table."""
     lines = []
     for r in fleet.results:
@@ -226,7 +237,7 @@ def _notes(fleet: Any) -> list[str]:
     return lines
 
 
-def _summary(fleet: Any) -> str:
+def _summary(fleet: DeployFleetResult) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in fleet.counts().items() if n)
     total = len(fleet.results)
     return f"{total} device{'s' if total != 1 else ''}: {counts} ({fleet.seconds:.1f} s)"

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
+from ._options import targets_dir_option
 from ._output import print_renderables
-from .targets import targets_dir_option, targets_group
+from .targets import targets_group
+
+if TYPE_CHECKING:
+    from ..detect import Detection
+    from ..fleet import Outcome
 
 
 @targets_group.command("detect")
@@ -43,8 +48,8 @@ def detect_cmd(
     Example:
       edgeq targets detect --host pi@10.0.0.5
     """
-    from ..deploy import DeviceStatus, device_result, run_fleet
     from ..detect import detect_device
+    from ..fleet import run_fleet
     from ..targets import list_targets
 
     if target_name is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", target_name):
@@ -54,50 +59,44 @@ def detect_cmd(
     if as_toml and len(found) != 1:
         raise click.UsageError("--toml prints one target file: give one device")
 
-    def operation(conn, device, progress):
-        detection = detect_device(conn, device, targets, name=target_name)
-        best = detection.best.target if detection.best and detection.best.specific else None
-        return device_result(device, "detect", "", DeviceStatus.OK, version=best, data=detection)
-
     with FleetProgress(len(found), action="detect", enabled=not as_toml) as ui:
         fleet = run_fleet(
             found,
-            operation,
+            lambda conn, device, _progress: detect_device(conn, device, targets, name=target_name),
             connect=devices.connector(ui),
-            action="detect",
-            model="",
             options=devices.fleet_options(),
             events=ui,
+            action="detect",
         )
     if as_json:
         import json
 
         click.echo(json.dumps(fleet.to_dict(), indent=2, default=str))
     elif as_toml:
-        result = fleet.results[0]
-        if result.data is not None:
-            click.echo(result.data.toml or _toml_for_match(result.data, target_name), nl=False)
+        detection = fleet.results[0].value
+        if detection is not None:
+            click.echo(detection.toml or _toml_for_match(detection, target_name), nl=False)
     else:
         for result in fleet.results:
             _render(result)
     raise_for_fleet(fleet)
 
 
-def _toml_for_match(detection: Any, name: str | None) -> str:
+def _toml_for_match(detection: Detection, name: str | None) -> str:
     from ..detect import suggest_target_toml
 
     return suggest_target_toml(detection.facts, extends=detection.best.target if detection.best else None, name=name)
 
 
-def _render(result: Any) -> None:
+def _render(result: Outcome[Detection]) -> None:
     from rich.table import Table
     from rich.text import Text
 
     where = result.device if result.device == result.destination else f"{result.device} ({result.destination})"
-    if result.data is None:
+    detection = result.value
+    if detection is None:
         click.echo(f"{where}: {result.status.value}: {result.reason}")
         return
-    detection = result.data
     facts = detection.facts
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")

@@ -5,137 +5,27 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from . import cli
 from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
+from ._options import TargetCache, probe_options, probe_timeout, targets_dir_option, timing_options
 from ._output import print_renderables, progress_reporter
-from .targets import targets_dir_option
 
-RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
-
-
-def _timing_options(func):
-    for option in reversed(
-        (
-            click.option(
-                "--runs",
-                type=click.IntRange(min=1),
-                default=50,
-                show_default=True,
-                help="Timed runs: at least this many...",
-            ),
-            click.option(
-                "--min-time",
-                "min_s",
-                type=click.FloatRange(min=0),
-                default=1.0,
-                show_default=True,
-                help="...and at least this many seconds of them.",
-            ),
-            click.option(
-                "--warmup-runs",
-                type=click.IntRange(min=0),
-                default=5,
-                show_default=True,
-                help="Untimed runs first: at least this many...",
-            ),
-            click.option(
-                "--warmup-time",
-                "warmup_min_s",
-                type=click.FloatRange(min=0),
-                default=0.5,
-                show_default=True,
-                help="...and at least this many seconds.",
-            ),
-            click.option(
-                "--threads",
-                type=click.IntRange(min=1),
-                default=None,
-                help="Interpreter threads [default: the target's default_threads, else all cores].",
-            ),
-            click.option(
-                "--runtime",
-                type=click.Choice(RUNTIMES),
-                default=None,
-                help="Force a runtime [default: the first installed in the target's order of preference].",
-            ),
-            click.option(
-                "--probe-timeout",
-                "timeout_s",
-                type=click.FloatRange(min=1),
-                default=300.0,
-                show_default=True,
-                help="Seconds one probe may run on the device; then it is stopped there.",
-            ),
-        )
-    ):
-        func = option(func)
-    return func
-
-
-def _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, timeout_s):
-    from ..probe import ProbeOptions
-
-    return ProbeOptions(
-        runs=runs, min_s=min_s, warmup_runs=warmup_runs, warmup_min_s=warmup_min_s, runtime=runtime, timeout_s=timeout_s
-    )
-
-
-def _probe_timeout(timeout_s: float, devices: DeviceOptions) -> float:
-    """--probe-timeout when it was given; else its default, raised to --command-timeout (a probe may run as long as any command)."""
-    source = click.get_current_context().get_parameter_source("timeout_s")
-    if source not in (None, click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP):
-        return timeout_s
-    return max(timeout_s, devices.command_timeout_s)
-
-
-class _Targets:
-    """Targets by name, loaded once per command."""
-
-    def __init__(self, targets_dir):
-        self.targets_dir = targets_dir
-        self._cache: dict[str, Any] = {}
-
-    def get(self, name: str | None):
-        if not name:
-            return None
-        if name not in self._cache:
-            from ..targets import load_target
-
-            self._cache[name] = load_target(name, targets_dir=self.targets_dir)
-        return self._cache[name]
-
-
-def _fleet(devices: DeviceOptions, found, ui: FleetProgress, action: str, model: str, per_device):
-    """Run ``per_device(conn, device) -> value`` on every device through the deployer's fleet runner.
-
-    The fleet runner gives bounded concurrency, retries of transport errors
-    and one failure per device; each device's value comes back in ``data``.
-    """
-    from ..deploy import DeviceStatus, device_result, run_fleet
-
-    def operation(conn, device, _progress):
-        return device_result(device, action, model, DeviceStatus.OK, data=per_device(conn, device))
-
-    return run_fleet(
-        found,
-        operation,
-        connect=devices.connector(ui),
-        action=action,
-        model=model,
-        options=devices.fleet_options(),
-        events=ui,
-    )
+if TYPE_CHECKING:
+    from ..connection import Connection
+    from ..fleet import ProgressCallback
+    from ..inventory import Device
+    from ..probe import Parity, ProbeResult
 
 
 @cli.command("probe")
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
 @device_options
 @targets_dir_option
-@_timing_options
+@timing_options
 @click.option(
     "--samples",
     type=click.Path(path_type=Path),
@@ -178,30 +68,43 @@ def probe_cmd(
     """
     from ..bench import ParitySamples, probe_device
     from ..deploy import prepare_model
+    from ..fleet import run_fleet
     from ..report import probe_table, to_json
 
-    targets = _Targets(targets_dir)
-    found = devices.resolve(target_loader=targets.get)  # a bad target fails here, before any connection
+    targets = TargetCache(targets_dir)
+    found = devices.resolve(target_loader=targets.load)  # a bad target fails here, before any connection
     model_file = prepare_model(model, name=f"probe-{model.stem}"[:64])
-    options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, _probe_timeout(timeout_s, devices))
+    options = probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, probe_timeout(timeout_s, devices))
     with tempfile.TemporaryDirectory(prefix="edgeq-parity-") as scratch:
         parity = ParitySamples.load(model, samples, Path(scratch), parity_samples) if samples else None
 
-        def per_device(conn, device):
+        def operation(
+            conn: Connection, device: Device, _progress: ProgressCallback
+        ) -> tuple[ProbeResult, Parity | None]:
             return probe_device(
                 conn, device, model_file, options, target=targets.get(device.target), threads=threads, parity=parity
             )
 
         with FleetProgress(len(found), action="probe", total_bytes=model_file.size_bytes, enabled=not as_json) as ui:
-            fleet = _fleet(devices, found, ui, "probe", model_file.name, per_device)
+            fleet = run_fleet(
+                found,
+                operation,
+                connect=devices.connector(ui),
+                options=devices.fleet_options(),
+                events=ui,
+                action="probe",
+            )
     rows = []
     for r in fleet.results:
-        result, parity_result = r.data if r.data is not None else (None, None)
+        result, parity_result = r.value if r.value is not None else (None, None)
         rows.append(
             {
                 "device": r.device,
                 "status": r.status.value,
+                "code": r.code,
+                "kind": r.kind,
                 "reason": r.reason,
+                "hint": r.hint,
                 "result": result,
                 "parity": parity_result,
             }
@@ -229,7 +132,7 @@ def probe_cmd(
 )
 @device_options
 @targets_dir_option
-@_timing_options
+@timing_options
 @click.option(
     "--rounds",
     type=click.IntRange(min=1),
@@ -286,11 +189,12 @@ def bench_cmd(
     from ..bench import BenchOptions, BenchReport, ParitySamples, bench_device, failed_device, summarize_fleet
     from ..convert import ConvertOptions, convert_model, write_outputs
     from ..deploy import prepare_model
+    from ..fleet import run_fleet
     from ..report import bench_tables, to_json, write_bench_reports
     from ..types import QuantMode
 
-    targets = _Targets(targets_dir)
-    found = devices.resolve(target_loader=targets.get)  # a bad target fails here, before any connection
+    targets = TargetCache(targets_dir)
+    found = devices.resolve(target_loader=targets.load)  # a bad target fails here, before any connection
     out_dir = out_dir or Path(f"edgeq-bench-{model.stem}")
     if out_dir.exists() and not out_dir.is_dir():
         raise click.UsageError(f"{out_dir} exists and is not a folder")
@@ -298,10 +202,11 @@ def bench_cmd(
     paths = {"float32": out_dir / f"{stem}_float32.tflite", "int8": out_dir / f"{stem}_int8.tflite"}
     common = {d.target for d in found}
     int8_options = ConvertOptions(mode=QuantMode.INT8)
-    if len(common) == 1 and None not in common:
+    shared_target = common.pop() if len(common) == 1 else None
+    if shared_target is not None:
         from ..convert import apply_target
 
-        int8_options = apply_target(targets.get(common.pop()), int8_options, mode_given=True)
+        int8_options = apply_target(targets.load(shared_target), int8_options, mode_given=True)
     with progress_reporter(enabled=not as_json) as say:
         say("converting to float32")
         # no data: comparing the float32 model with itself would measure nothing
@@ -319,35 +224,35 @@ def bench_cmd(
             paths["int8"], eval_data or calib, out_dir, image_options=int8_options.image_options
         )
     models = {label: prepare_model(path, name=f"bench-{stem}-{label}"[:64]) for label, path in paths.items()}
-    probe_options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, _probe_timeout(timeout_s, devices))
+    timing = probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, probe_timeout(timeout_s, devices))
     options = BenchOptions(
-        probe=probe_options,
+        probe=timing,
         rounds=rounds,
         sweep=sweep,
         sweep_probe=dataclasses.replace(
-            BenchOptions().sweep_probe, timeout_s=probe_options.timeout_s
+            BenchOptions().sweep_probe, timeout_s=timing.timeout_s
         ),  # its own timing, the same timeout
         threads=threads,
     )
     with FleetProgress(
         len(found), action="bench", total_bytes=sum(m.size_bytes for m in models.values()), enabled=not as_json
     ) as ui:
-        fleet = _fleet(
-            devices,
+        fleet = run_fleet(
             found,
-            ui,
-            "bench",
-            stem,
-            lambda conn, device: bench_device(
+            lambda conn, device, _progress: bench_device(
                 conn, device, models, options, target=targets.get(device.target), parity=parity, say=ui.note
             ),
+            connect=devices.connector(ui),
+            options=devices.fleet_options(),
+            events=ui,
+            action="bench",
         )
     benches = []
-    for device, result in zip(found, fleet.results):
-        if result.status.succeeded:
-            benches.append(result.data)
-        else:
-            benches.append(failed_device(device, targets.get(device.target), result.reason or "failed", result.status))
+    for device, outcome in zip(found, fleet.results):
+        if outcome.value is not None:
+            benches.append(outcome.value)
+        elif outcome.error is not None:
+            benches.append(failed_device(device, targets.get(device.target), outcome.error))
     report = BenchReport(
         model=str(model),
         float_model=str(paths["float32"]),

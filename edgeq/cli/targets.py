@@ -1,58 +1,38 @@
-"""``edgeq targets list | show | validate``: the target registry on the command line."""
+"""``edgeq targets list | show | validate``: the target registry on the command line (``detect``: cli/detect.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import cli
+from ._options import TargetName, targets_dir_option
 from ._output import print_renderables
 
 if TYPE_CHECKING:
     from ..targets import Target
 
-__all__ = ["TargetName", "targets_dir_option", "targets_group"]
+__all__ = ["targets_group"]
 
 
-class TargetName(click.ParamType):
-    """A target name or a path to a target file; completes the names of the visible targets.
+class _TargetsGroup(click.Group):
+    """``edgeq targets``: ``detect`` (which needs the device options) is imported only when it is asked for."""
 
-    The value is resolved by the command (``load_target``), after
-    ``--targets-dir`` is known, so an unknown name is a TargetFileError
-    (exit 3) with the closest name, like every other target problem.
-    """
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | {"detect"})
 
-    name = "TARGET"
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "detect" and name not in self.commands:
+            from . import detect  # noqa: F401 - registers `targets detect` on this group
 
-    def shell_complete(self, ctx, param, incomplete):
-        from click.shell_completion import CompletionItem
-
-        from ..errors import EdgeqError
-        from ..targets import TargetSearchPath
-
-        try:
-            names = TargetSearchPath.default(ctx.params.get("targets_dir")).entries()
-        except EdgeqError:
-            return []
-        return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+        return super().get_command(ctx, name)
 
 
-def targets_dir_option(func: Callable) -> Callable:
-    """``--targets-dir DIR``: for every command that resolves a target name."""
-    return click.option(
-        "--targets-dir",
-        type=click.Path(path_type=Path, exists=True, file_okay=False),
-        default=None,
-        help="Folder of target files searched before EDGEQ_TARGETS_PATH, the user folder and the bundled targets.",
-    )(func)
-
-
-@cli.group("targets")
+@cli.group("targets", cls=_TargetsGroup)
 def targets_group() -> None:
     """Describe edge devices: list, show and validate target files.
 
@@ -248,6 +228,3 @@ def _show_parts(t: Target) -> list[Any]:
             notes.add_row("-", Text(note))
         parts.extend([Text("notes", style="bold"), notes])
     return parts
-
-
-from . import detect as _detect  # noqa: E402,F401 - registers `targets detect` (it needs targets_group above)

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import cli
 from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
+from ._options import (
+    PIXEL_RANGES,
+    FloatList,
+    TargetCache,
+    probe_options,
+    probe_timeout,
+    targets_dir_option,
+    timing_options,
+)
 from ._output import print_renderables, progress_reporter
-from .convert import PIXEL_RANGES, FloatList
-from .probe import _probe_options, _probe_timeout, _Targets, _timing_options
-from .targets import targets_dir_option
+
+if TYPE_CHECKING:
+    from ..inventory import Device
+    from ..targets import Target
 
 
 @cli.command("tune")
@@ -45,7 +56,7 @@ from .targets import targets_dir_option
 )
 @device_options
 @targets_dir_option
-@_timing_options
+@timing_options
 @click.option(
     "--rounds",
     type=click.IntRange(min=1),
@@ -157,17 +168,17 @@ def tune_cmd(
         image_options=ImageOptions(pixel_range=PIXEL_RANGES[pixel_range], mean=mean, std=std),
         max_candidates=max_candidates,
     )
-    targets = _Targets(targets_dir)
-    found = ()
-    target = None
+    targets = TargetCache(targets_dir)
+    found: tuple[Device, ...] = ()
+    target: Target | None = None
     if devices.hosts or devices.inventory:
-        found = devices.resolve(target_loader=targets.get)  # a bad inventory or target fails here, before any work
+        found = devices.resolve(target_loader=targets.load)  # a bad inventory or target fails here, before any work
     elif devices.target:
-        target = targets.get(devices.target)
+        target = targets.load(devices.target)
         if target.deploy.transport == "local":
-            found = devices.resolve(target_loader=targets.get)
+            found = devices.resolve(target_loader=targets.load)
     out_dir = out_dir or Path(f"edgeq-tune-{model.stem}")
-    probe_options = _probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, _probe_timeout(timeout_s, devices))
+    timing = probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, probe_timeout(timeout_s, devices))
     from ..litert import captured_native_output
 
     with progress_reporter(enabled=not as_json) as say, captured_native_output(echo=ctx.obj.get("debug", False)):
@@ -185,7 +196,7 @@ def tune_cmd(
                     connect=devices.connector(ui),
                     fleet_options=devices.fleet_options(),
                     events=ui,
-                    probe_options=probe_options,
+                    probe_options=timing,
                     rounds=rounds,
                     say=say,
                 )

@@ -1,8 +1,9 @@
 """On-device latency probes: the host side that ships ``device.py``, runs it and reads its result.
 
 ``device.py`` beside this file is the program that runs on the device; it is
-copied there once per version (cached under its hash) and run with the
-device's Python. Its result is one JSON document between marker lines; all
+copied there once per version (cached under its hash: a device file, uploaded
+by the connection only when the device lacks it, as edgeq's scripts are; see
+:mod:`edgeq.remote`) and run with the device's Python. Its result is one JSON document between marker lines; all
 other output is ignored.
 """
 
@@ -10,16 +11,20 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import json
+import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ProbeOutputError, RemoteCommandError
+from ..errors import CommandTimeoutError, NoRuntimeError, ProbeOutputError, RemoteCommandError
+from ..remote import DeviceFile, content_digest
+
+if TYPE_CHECKING:
+    from ..connection import Connection
 
 __all__ = [
     "PROBE_FILE",
@@ -30,10 +35,10 @@ __all__ = [
     "ProbeResult",
     "Thermal",
     "compare_parity",
-    "ensure_probe",
     "parse_probe_output",
     "probe_command",
     "probe_digest",
+    "probe_file",
     "probe_source",
     "result_from_document",
     "run_probe",
@@ -156,7 +161,7 @@ def probe_source() -> bytes:
 
 
 def probe_digest() -> str:
-    return hashlib.sha256(probe_source()).hexdigest()[:16]
+    return content_digest(probe_source())
 
 
 def probe_command(
@@ -259,9 +264,11 @@ def _throttle_reason(before: Thermal, after: Thermal) -> str | None:
 
 
 def result_from_document(document: Mapping[str, Any], device: str) -> ProbeResult:
-    """Turn a successful probe document into a ProbeResult; a failed one into RemoteCommandError."""
+    """Turn a successful probe document into a ProbeResult; a failed one into RemoteCommandError
+    (NoRuntimeError when the probe says, in its ``error_kind``, that no runtime could be imported)."""
     if not document.get("ok"):
-        raise RemoteCommandError(f"{device}: the probe failed: {document.get('error', 'unknown error')}")
+        error = NoRuntimeError if document.get("error_kind") == "no-runtime" else RemoteCommandError
+        raise error(f"{device}: the probe failed: {document.get('error', 'unknown error')}")
     try:
         before, after = _thermal(document.get("thermal_before")), _thermal(document.get("thermal_after"))
         reason = _throttle_reason(before, after)
@@ -319,30 +326,18 @@ def compare_parity(host: Mapping[str, np.ndarray], device: Sequence[OutputTensor
     return Parity(bit_exact=exact, outputs=report)
 
 
-def _remote_join(*parts: str) -> str:
-    return "/".join(p.rstrip("/") for p in parts if p)
+def probe_file(remote_dir: str) -> DeviceFile:
+    """The probe program as the device keeps it: ``<remote_dir>/probe/edgeq_probe_<hash>.py``, uploaded once per version."""
+    return DeviceFile.at(posixpath.join(remote_dir, "probe"), f"edgeq_probe_{probe_digest()}.py", probe_source())
 
 
-def _ensure_cached(conn: Any, remote_dir: str, local: Path, name: str) -> str:
-    """Copy ``local`` to ``<remote_dir>/probe/<name>`` unless it is there (``name`` carries its content hash)."""
-    path = _remote_join(remote_dir, "probe", name)
-    if not conn.run(f"test -f {shlex.quote(path)}", check=False).ok:
-        conn.put(local, path)
-    return path
-
-
-def ensure_probe(conn: Any, remote_dir: str) -> str:
-    """Copy the probe program to the device once per version (cached by its hash); return its path."""
-    return _ensure_cached(conn, remote_dir, PROBE_FILE, f"edgeq_probe_{probe_digest()}.py")
-
-
-def _ensure_samples(conn: Any, remote_dir: str, samples: Path) -> str:
-    digest = hashlib.sha256(samples.read_bytes()).hexdigest()[:16]
-    return _ensure_cached(conn, remote_dir, samples, f"samples_{digest}.npz")
+def _samples_file(remote_dir: str, samples: Path) -> DeviceFile:
+    data = samples.read_bytes()
+    return DeviceFile.at(posixpath.join(remote_dir, "probe"), f"samples_{content_digest(data)}.npz", data)
 
 
 def run_probe(
-    conn: Any,
+    conn: Connection,
     device: str,
     remote_model: str,
     options: ProbeOptions = ProbeOptions(),
@@ -359,16 +354,15 @@ def run_probe(
     raises RemoteCommandError; one that crashes or prints no readable result
     raises RemoteCommandError / ProbeOutputError naming the device.
     """
-    script = ensure_probe(conn, remote_dir)
-    remote_samples = _ensure_samples(conn, remote_dir, Path(samples)) if samples is not None else None
-    command = probe_command(python, script, remote_model, options, threads, remote_samples, return_outputs)
+    # the probe program (and the samples) are uploaded only when the device lacks them: no round trip of their own
+    files = [probe_file(remote_dir)] + ([_samples_file(remote_dir, Path(samples))] if samples is not None else [])
+    remote_samples = files[1].path if samples is not None else None
+    command = probe_command(python, files[0].path, remote_model, options, threads, remote_samples, return_outputs)
     try:
-        result = conn.run(command, timeout_s=options.timeout_s, check=False)
-    except RemoteCommandError as exc:
-        if "did not finish within" not in exc.message:
-            raise
+        result = conn.run(command, timeout_s=options.timeout_s, check=False, label="probe", requires=files)
+    except CommandTimeoutError as exc:
         # the connection's hint names --command-timeout, which does not bound the probe
-        raise RemoteCommandError(
+        raise CommandTimeoutError(
             f"{device}: the probe did not finish within {options.timeout_s:g} s; it was stopped on the device",
             hint="raise --probe-timeout if the device is just slow (or lower --runs / --min-time)",
         ) from exc

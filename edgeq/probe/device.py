@@ -38,7 +38,11 @@ RUNTIMES = {
 
 
 class ProbeFailure(Exception):
-    pass
+    """A failure the probe reports as data; ``kind`` tells the host what happened without reading the message."""
+
+    def __init__(self, message, kind="failed"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def _emit(document, stream=None):
@@ -103,7 +107,7 @@ def load_runtime(order):
             tried.append("%s (%s)" % (name, exc.__class__.__name__))
             continue
         return name, _version(module_name, dist), module
-    raise ProbeFailure("no TFLite runtime could be imported; tried: " + ", ".join(tried))
+    raise ProbeFailure("no TFLite runtime could be imported; tried: " + ", ".join(tried), kind="no-runtime")
 
 
 def _percentile(sorted_values, q):
@@ -316,7 +320,7 @@ def main(argv=None):
     try:
         document = probe(args)
     except ProbeFailure as exc:
-        _emit({"probe_version": PROBE_VERSION, "ok": False, "error": str(exc)})
+        _emit({"probe_version": PROBE_VERSION, "ok": False, "error": str(exc), "error_kind": exc.kind})
         return 3
     except Exception as exc:  # report any crash as data; the host decides what it means
         _emit(

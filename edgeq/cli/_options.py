@@ -1,0 +1,191 @@
+"""Command-line options shared by several commands, in one module that imports no command module.
+
+``targets_dir_option`` and ``TargetName`` (every command that resolves a
+target), ``timing_options`` and what becomes of them (probe, bench, tune),
+``TargetCache`` (targets loaded once per command), ``PIXEL_RANGES`` and
+``FloatList`` (image options of convert and tune). Nothing here imports
+the library at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from ..probe import ProbeOptions
+    from ..targets import Target
+    from ._devices import DeviceOptions
+
+__all__ = [
+    "PIXEL_RANGES",
+    "RUNTIMES",
+    "FloatList",
+    "TargetCache",
+    "TargetName",
+    "probe_options",
+    "probe_timeout",
+    "targets_dir_option",
+    "timing_options",
+]
+
+RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
+PIXEL_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0), "0,255": (0.0, 255.0)}
+
+
+# --------------------------------------------------------------------------- values
+
+
+class FloatList(click.ParamType):
+    """Comma-separated numbers, e.g. ``0.485,0.456,0.406`` (--mean, --std of convert and tune)."""
+
+    name = "FLOATS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"expected comma-separated numbers, got {value!r}", param, ctx)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+class TargetName(click.ParamType):
+    """A target name or a path to a target file; completes the names of the visible targets.
+
+    The value is resolved by the command (``load_target``), after
+    ``--targets-dir`` is known, so an unknown name is a TargetFileError
+    (exit 3) with the closest name, like every other target problem.
+    """
+
+    name = "TARGET"
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        from ..errors import EdgeqError
+        from ..targets import TargetSearchPath
+
+        try:
+            names = TargetSearchPath.default(ctx.params.get("targets_dir")).entries()
+        except EdgeqError:
+            return []
+        return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
+def targets_dir_option(func: Callable) -> Callable:
+    """``--targets-dir DIR``: for every command that resolves a target name."""
+    return click.option(
+        "--targets-dir",
+        type=click.Path(path_type=Path, exists=True, file_okay=False),
+        default=None,
+        help="Folder of target files searched before EDGEQ_TARGETS_PATH, the user folder and the bundled targets.",
+    )(func)
+
+
+class TargetCache:
+    """Targets by name, loaded once per command (``--targets-dir`` first)."""
+
+    def __init__(self, targets_dir: Path | None):
+        self.targets_dir = targets_dir
+        self._cache: dict[str, Target] = {}
+
+    def load(self, name: str) -> Target:
+        """The target ``name`` (a TargetFileError, exit 3, when there is none)."""
+        if name not in self._cache:
+            from ..targets import load_target
+
+            self._cache[name] = load_target(name, targets_dir=self.targets_dir)
+        return self._cache[name]
+
+    def get(self, name: str | None) -> Target | None:
+        """The target ``name``; None for no name (a device without a target)."""
+        return self.load(name) if name else None
+
+
+# --------------------------------------------------------------------------- probe timing
+
+
+def timing_options(func: Callable) -> Callable:
+    """The probe's timing options (probe, bench, tune): runs, minimum time, warm-up, threads, runtime, timeout."""
+    for option in reversed(
+        (
+            click.option(
+                "--runs",
+                type=click.IntRange(min=1),
+                default=50,
+                show_default=True,
+                help="Timed runs: at least this many...",
+            ),
+            click.option(
+                "--min-time",
+                "min_s",
+                type=click.FloatRange(min=0),
+                default=1.0,
+                show_default=True,
+                help="...and at least this many seconds of them.",
+            ),
+            click.option(
+                "--warmup-runs",
+                type=click.IntRange(min=0),
+                default=5,
+                show_default=True,
+                help="Untimed runs first: at least this many...",
+            ),
+            click.option(
+                "--warmup-time",
+                "warmup_min_s",
+                type=click.FloatRange(min=0),
+                default=0.5,
+                show_default=True,
+                help="...and at least this many seconds.",
+            ),
+            click.option(
+                "--threads",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Interpreter threads [default: the target's default_threads, else all cores].",
+            ),
+            click.option(
+                "--runtime",
+                type=click.Choice(RUNTIMES),
+                default=None,
+                help="Force a runtime [default: the first installed in the target's order of preference].",
+            ),
+            click.option(
+                "--probe-timeout",
+                "timeout_s",
+                type=click.FloatRange(min=1),
+                default=300.0,
+                show_default=True,
+                help="Seconds one probe may run on the device; then it is stopped there.",
+            ),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+def probe_options(
+    runs: int, min_s: float, warmup_runs: int, warmup_min_s: float, runtime: str | None, timeout_s: float
+) -> ProbeOptions:
+    """The values of :func:`timing_options` as :class:`edgeq.probe.ProbeOptions`."""
+    from ..probe import ProbeOptions
+
+    return ProbeOptions(
+        runs=runs, min_s=min_s, warmup_runs=warmup_runs, warmup_min_s=warmup_min_s, runtime=runtime, timeout_s=timeout_s
+    )
+
+
+def probe_timeout(timeout_s: float, devices: DeviceOptions) -> float:
+    """--probe-timeout when it was given; else its default, raised to --command-timeout (a probe may run as long as any command)."""
+    source = click.get_current_context().get_parameter_source("timeout_s")
+    if source not in (None, click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP):
+        return timeout_s
+    return max(timeout_s, devices.command_timeout_s)
