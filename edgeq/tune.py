@@ -581,7 +581,8 @@ def _mixed_search(
         return len(builder.candidates) < limit
 
     def meets(layers: Sequence[Layer], step: str, precision: Precision = Precision.FLOAT) -> bool:
-        return builder.build(_kept_name(mode, layers, precision), mode, layers, precision, step).meets_budget
+        kept = _with_data_movement(layers, prep.graph.layers)
+        return builder.build(_kept_name(mode, kept, precision), mode, kept, precision, step).meets_budget
 
     k = 1
     while k <= len(ranked) and room():
@@ -608,6 +609,31 @@ def _mixed_search(
             found = trial
     if room():
         meets(found, "int16 instead of float", Precision.INT16)
+
+
+def _with_data_movement(layers: Sequence[Layer], graph: Sequence[Layer]) -> list[Layer]:
+    """``layers`` and the data-movement ops (TRANSPOSE, RESHAPE, ...) chained to them.
+
+    Such ops share one scale with their input in int8: left in int8 next to a
+    float layer, they re-quantize the very range the float layer was kept for
+    (a masked attention's -1e9 flows through TRANSPOSE and SELECT_V2 alike).
+    """
+    producers = {t: layer for layer in graph for t in layer.outputs}
+    consumers: dict[int, list[Layer]] = {}
+    for layer in graph:
+        for t in layer.inputs:
+            consumers.setdefault(t, []).append(layer)
+    kept = {layer.index: layer for layer in layers}
+    frontier = list(layers)
+    while frontier:
+        layer = frontier.pop()
+        near = [producers[t] for t in layer.inputs if t in producers]
+        near += [c for t in layer.outputs for c in consumers.get(t, ())]
+        for other in near:
+            if other.data_movement and other.index not in kept:
+                kept[other.index] = other
+                frontier.append(other)
+    return sorted(kept.values(), key=lambda x: x.index)
 
 
 def _widen(
