@@ -19,7 +19,7 @@ from . import __version__
 from .calibration import ImageOptions, load_labelled, load_samples, split_samples
 from .errors import CalibrationDataError, ConversionError, InternalError, ModelError
 from .files import atomic_writer
-from .litert import ModelRunner, captured_native_output, describe_model
+from .litert import ModelRunner, _first_line, captured_native_output, describe_model
 from .metrics import accuracy, compare_outputs, is_classifier_output
 from .quantize import FloatGraph, load_float_tflite
 from .recipe import CalibrationSettings, Engine, Override, Precision, Recipe, recipe_path_for
@@ -172,13 +172,6 @@ def load_float_model(path: str | os.PathLike) -> FloatModel:
     return FloatModel(path=path, kind="keras", keras_model=model)
 
 
-def _first_line(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
-
-
 _NOT_BUILTIN = re.compile(r"'(tf\.[\w.]+)' op is neither a custom op nor a flex op")
 
 
@@ -316,9 +309,9 @@ def _convert(
                 run_converter(converter_for(source, QuantMode.FLOAT32, IOType.FLOAT32, None, True), log),
                 source=str(model),
             )
-            calib, holdout = _rename_inputs(calib, graph), _rename_inputs(holdout, graph)
+            calib, holdout = rename_inputs(calib, graph), rename_inputs(holdout, graph)
             if eval_inputs is not None:
-                eval_inputs = _rename_inputs(eval_inputs, graph)
+                eval_inputs = rename_inputs(eval_inputs, graph)
         if graph.signature_added:
             warnings.append("the model had no signature: edgeq added 'serving_default' from its inputs and outputs")
         statistics = None
@@ -445,7 +438,7 @@ def _keeps_float(options: ConvertOptions) -> bool:
     return any(o.precision is Precision.FLOAT for o in options.overrides)
 
 
-def _rename_inputs(arrays: Mapping[str, np.ndarray], graph: FloatGraph) -> dict[str, np.ndarray]:
+def rename_inputs(arrays: Mapping[str, np.ndarray], graph: FloatGraph) -> dict[str, np.ndarray]:
     """Keras input names -> the float .tflite signature's names (by position when they differ)."""
     names = [spec.name for spec in graph.inputs]
     if not arrays or set(arrays) == set(names):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConversionError, ModelError
-from .litert import captured_native_output
+from .litert import _first_line, captured_native_output
 from .recipe import Override, Precision
 from .types import QuantMode, TensorSpec
 
@@ -446,13 +446,6 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*", category=UserWarning)
         yield
-
-
-def _first_line(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
 
 
 def load_float_tflite(path: str | os.PathLike) -> FloatGraph:

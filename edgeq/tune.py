@@ -927,7 +927,7 @@ def run_tune(
     import time
     from pathlib import Path
 
-    from .convert import converter_for, open_source, run_converter, tool_versions, write_outputs
+    from .convert import converter_for, open_source, rename_inputs, run_converter, tool_versions, write_outputs
     from .recipe import CalibrationSettings, Engine, Recipe
     from .types import IOType
 
@@ -956,9 +956,9 @@ def run_tune(
         )
         data = dataclasses.replace(
             data,
-            calibration=_by_signature(data.calibration, graph),
-            search=_by_signature(data.search, graph),
-            report=_by_signature(data.report, graph),
+            calibration=rename_inputs(data.calibration, graph),
+            search=rename_inputs(data.search, graph),
+            report=rename_inputs(data.report, graph),
         )
     targets = [
         t for t in ([target] + [device_targets(d.target) if device_targets else None for d in devices]) if t is not None
@@ -1122,10 +1122,3 @@ def run_tune(
         wall_s=round(time.monotonic() - started, 3),
     )
     return report, written, fleet
-
-
-def _by_signature(arrays: Mapping[str, np.ndarray], graph: FloatGraph) -> dict[str, np.ndarray]:
-    names = [spec.name for spec in graph.inputs]
-    if set(arrays) == set(names):
-        return dict(arrays)
-    return {new: arrays[old] for old, new in zip(arrays, names)}
