@@ -1,5 +1,10 @@
 """int8 against float32 on each device: deploy both, probe them alternately, and say what was measured.
 
+``edgeq bench`` is two calls: :func:`convert_for_bench` makes the two
+models (float32 and int8, written with their reports, and the real samples
+for the parity check), :func:`run_bench` measures them on every device and
+returns the :class:`BenchReport`. ``edgeq probe`` is :func:`probe_fleet`.
+
 ``bench_device`` works on one open connection: it deploys the two models
 (the deployer: verified, atomic), probes them A B A B so that drift and heat
 affect both alike, pools each model's latencies, bootstraps the speedup's
@@ -9,18 +14,30 @@ and with ``sweep`` tries every installed runtime at 1..cores threads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .calibration import ImageOptions, load_samples
-from .deploy import ModelFile, deploy_to_device, model_dir
-from .errors import EdgeqError, NoRuntimeError
-from .fleet import reason_of, status_of
+from .deploy import ModelFile, deploy_to_device, model_dir, prepare_model
+from .errors import EdgeqError, InternalError, NoRuntimeError
+from .fleet import (
+    Connector,
+    FleetEvents,
+    FleetOptions,
+    FleetResult,
+    ProgressCallback,
+    reason_of,
+    run_fleet,
+    status_of,
+)
 from .probe import (
     DEFAULT_RUNTIMES,
     LatencyStats,
@@ -35,10 +52,13 @@ from .stats import Speedup, outliers, speedup, verdict
 
 if TYPE_CHECKING:
     from .connection import Connection
+    from .convert import ConversionResult
     from .inventory import Device
     from .targets import Target
+    from .types import ConversionReport
 
 __all__ = [
+    "BenchModels",
     "BenchOptions",
     "BenchReport",
     "DeviceBench",
@@ -46,26 +66,57 @@ __all__ = [
     "FleetSummary",
     "ModelRun",
     "ParitySamples",
+    "ProbeOutcome",
     "SweepPoint",
+    "TargetLookup",
     "bench_device",
+    "common_target",
+    "convert_for_bench",
     "failed_device",
+    "parity_samples",
     "pool",
     "probe_device",
+    "probe_fleet",
+    "probe_model",
     "remote_model_path",
+    "run_bench",
     "summarize_fleet",
 ]
 
 FLOAT, INT8 = "float32", "int8"
 Say = Callable[[str], None]
 
+TargetLookup = Callable[[str | None], "Target | None"]
+"""``device_targets(name)``: a device's target by its name (None for a device without one)."""
+
+ProbeOutcome = tuple[ProbeResult, Parity | None]
+"""What ``edgeq probe`` measured on one device: the probe's result, and the parity check when samples were given."""
+
+_SWEEP_PROBE = ProbeOptions(runs=20, min_s=0.3, warmup_runs=3, warmup_min_s=0.1)
+
 
 @dataclasses.dataclass(frozen=True)
 class BenchOptions:
+    """How each device is measured: the probe's timing, the rounds, the optional sweep and its own timing."""
+
     probe: ProbeOptions = ProbeOptions()
     rounds: int = 2  # A B repeated this many times
     sweep: bool = False
-    sweep_probe: ProbeOptions = ProbeOptions(runs=20, min_s=0.3, warmup_runs=3, warmup_min_s=0.1)
+    sweep_probe: ProbeOptions = _SWEEP_PROBE
     threads: int | None = None  # None: the target's default thread count
+
+    @classmethod
+    def around(
+        cls, probe: ProbeOptions, *, rounds: int = 2, sweep: bool = False, threads: int | None = None
+    ) -> BenchOptions:
+        """Options timed by ``probe``; the sweep keeps its own shorter timing, with ``probe``'s timeout."""
+        return cls(
+            probe=probe,
+            rounds=rounds,
+            sweep=sweep,
+            sweep_probe=dataclasses.replace(_SWEEP_PROBE, timeout_s=probe.timeout_s),
+            threads=threads,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,8 +218,34 @@ class ParitySamples:
             raw = runner.quantize_inputs({k: v[:count] for k, v in samples.items()})
             outputs = runner.run_raw(raw)
         path = folder / "parity_samples.npz"
-        np.savez(path, **raw)
+        arrays: dict[str, Any] = raw  # numpy's stubs take keyword arrays for its own flags
+        np.savez(path, **arrays)
         return cls(path=path, host_outputs=outputs)
+
+
+@contextlib.contextmanager
+def parity_samples(int8_model: str | Path, data: str | Path | None, count: int = 32) -> Iterator[ParitySamples | None]:
+    """:meth:`ParitySamples.load` into a temporary folder, deleted afterwards; None without ``data``."""
+    if data is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="edgeq-parity-") as scratch:
+        yield ParitySamples.load(int8_model, data, Path(scratch), count)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchModels:
+    """The two models a bench compares, written to disk, with what their conversion reported."""
+
+    source: str  # the model given (SavedModel, .keras, .h5 or float .tflite)
+    float32: ModelFile
+    int8: ModelFile
+    float32_report: ConversionReport
+    int8_report: ConversionReport
+    parity: ParitySamples | None = None  # real samples for the int8 parity check
+
+    def by_label(self) -> dict[str, ModelFile]:
+        return {FLOAT: self.float32, INT8: self.int8}
 
 
 def pool(label: str, model: ModelFile, results: Sequence[ProbeResult]) -> ModelRun:
@@ -272,6 +349,36 @@ def probe_device(
     return result, (prober.parity(model, parity) if parity is not None else None)
 
 
+def probe_model(path: str | Path) -> ModelFile:
+    """The model ``edgeq probe`` uploads: named ``probe-<file stem>`` on the devices (never a deployed model's name)."""
+    return prepare_model(path, name=f"probe-{Path(path).stem}"[:64])
+
+
+def probe_fleet(
+    devices: Sequence[Device],
+    model: ModelFile,
+    options: ProbeOptions = ProbeOptions(),
+    *,
+    connect: Connector,
+    device_targets: TargetLookup | None = None,
+    threads: int | None = None,
+    parity: ParitySamples | None = None,
+    fleet_options: FleetOptions = FleetOptions(),
+    events: FleetEvents | None = None,
+) -> FleetResult[ProbeOutcome]:
+    """``edgeq probe``: :func:`probe_device` on every device (see :func:`edgeq.fleet.run_fleet`)."""
+    targets = device_targets or _no_target
+
+    def operation(conn: Connection, device: Device, _progress: ProgressCallback) -> ProbeOutcome:
+        return probe_device(conn, device, model, options, target=targets(device.target), threads=threads, parity=parity)
+
+    return run_fleet(devices, operation, connect=connect, options=fleet_options, events=events, action="probe")
+
+
+def _no_target(_name: str | None) -> Target | None:
+    return None
+
+
 def bench_device(
     conn: Connection,
     device: Device,
@@ -367,10 +474,121 @@ def failed_device(device: Device, target: Target | None, error: EdgeqError) -> D
     )
 
 
+# --------------------------------------------------------------------------- the whole bench
+
+
+def common_target(devices: Sequence[Device]) -> str | None:
+    """The target every device has, when they share one: the int8 model is converted for it."""
+    names = {d.target for d in devices}
+    return names.pop() if len(names) == 1 else None
+
+
+def convert_for_bench(
+    model: str | Path,
+    calibration: str | Path,
+    out_dir: str | os.PathLike[str],
+    *,
+    eval_data: str | Path | None = None,
+    target: Target | None = None,
+    say: Say | None = None,
+    show_log: bool = False,
+) -> BenchModels:
+    """Convert ``model`` to float32 and int8 (following ``target``'s constraints) into ``out_dir``.
+
+    Writes ``<stem>_float32.tflite`` and ``<stem>_int8.tflite`` with their
+    reports and recipes, and the parity samples (the first of ``eval_data``,
+    else of ``calibration``). The folder is made only once the model and the
+    data have been checked and converted.
+    """
+    from .convert import ConvertOptions, apply_target, convert_model, write_outputs
+    from .types import QuantMode
+
+    say = say or (lambda _msg: None)
+    model, out_dir = Path(model), Path(out_dir)
+    stem = model.stem
+    paths = {FLOAT: out_dir / f"{stem}_float32.tflite", INT8: out_dir / f"{stem}_int8.tflite"}
+    int8_options = ConvertOptions(mode=QuantMode.INT8)
+    if target is not None:
+        int8_options = apply_target(target, int8_options, mode_given=True)
+    say("converting to float32")
+    # no data: comparing the float32 model with itself would measure nothing
+    float_result = convert_model(model, None, None, ConvertOptions(mode=QuantMode.FLOAT32), progress=say)
+    say("converting to int8")
+    int8_result = convert_model(
+        model, calibration, None, int8_options, eval_data=eval_data, progress=say, show_log=show_log
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, ConversionResult] = {FLOAT: float_result, INT8: int8_result}
+    for label, result in results.items():
+        if result.recipe is None:  # convert_model always makes one
+            raise InternalError(f"the {label} conversion returned no recipe")
+        report = dataclasses.replace(result.report, output=str(paths[label]))
+        write_outputs(paths[label], result.model_bytes, report, result.recipe)
+    parity = ParitySamples.load(
+        paths[INT8], eval_data or calibration, out_dir, image_options=int8_options.image_options
+    )
+    return BenchModels(
+        source=str(model),
+        float32=prepare_model(paths[FLOAT], name=f"bench-{stem}-{FLOAT}"[:64]),
+        int8=prepare_model(paths[INT8], name=f"bench-{stem}-{INT8}"[:64]),
+        float32_report=float_result.report,
+        int8_report=int8_result.report,
+        parity=parity,
+    )
+
+
+def run_bench(
+    devices: Sequence[Device],
+    models: BenchModels,
+    options: BenchOptions = BenchOptions(),
+    *,
+    connect: Connector,
+    device_targets: TargetLookup | None = None,
+    fleet_options: FleetOptions = FleetOptions(),
+    events: FleetEvents | None = None,
+    say: Say | None = None,
+) -> tuple[BenchReport, FleetResult[DeviceBench]]:
+    """``edgeq bench`` on every device: :func:`bench_device` through :func:`edgeq.fleet.run_fleet`.
+
+    Returns the report (every device, measured or failed, in the order given,
+    and the fleet's summary) and the fleet result it was made from (whose
+    failures decide the exit code). ``say`` hears each device's steps.
+    """
+    targets = device_targets or _no_target
+    pair = models.by_label()
+
+    def operation(conn: Connection, device: Device, _progress: ProgressCallback) -> DeviceBench:
+        return bench_device(conn, device, pair, options, target=targets(device.target), parity=models.parity, say=say)
+
+    fleet = run_fleet(devices, operation, connect=connect, options=fleet_options, events=events, action="bench")
+    benches = []
+    for device, outcome in zip(devices, fleet.results):
+        if outcome.value is not None:
+            benches.append(outcome.value)
+        elif outcome.error is not None:
+            benches.append(failed_device(device, targets(device.target), outcome.error))
+    conversion = models.int8_report.to_dict()
+    report = BenchReport(
+        model=models.source,
+        float_model=models.float32.path,
+        int8_model=models.int8.path,
+        float_size_bytes=models.float32_report.quantized_size_bytes,
+        int8_size_bytes=models.int8_report.quantized_size_bytes,
+        conversion={
+            "fidelity": conversion["fidelity"],
+            "accuracy": conversion["accuracy"],
+            "warnings": list(models.int8_report.warnings),
+        },
+        devices=tuple(benches),
+        fleet=summarize_fleet(benches),
+    )
+    return report, fleet
+
+
 def summarize_fleet(devices: Sequence[DeviceBench]) -> FleetSummary:
     """Spread across devices, and devices whose speedup or latency stands out."""
     measured = [d for d in devices if d.speedup is not None]
-    ratios = {d.device: d.speedup.ratio for d in measured}
+    ratios = {d.device: d.speedup.ratio for d in devices if d.speedup is not None}
     p50: dict[str, tuple[float, float]] = {}
     flagged = set(outliers(ratios))
     for label in (FLOAT, INT8):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import remote
 from .errors import ProbeOutputError
+from .runtimes import RUNTIMES
 from .types import to_jsonable
 
 if TYPE_CHECKING:
@@ -245,8 +246,6 @@ def suggest_target_toml(facts: DeviceFacts, extends: str | None = None, name: st
     With ``extends`` (a generic target of the same arch) only what was
     detected is written; the rest (quantization, deploy, delegates) is inherited.
     """
-    from .targets import RUNTIMES
-
     base = name or _slug(facts.board or facts.device) or "my-device"
     runtimes = [r for r in RUNTIMES if r in facts.runtimes] or list(RUNTIMES)
     today = _dt.date.today().isoformat()

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from .defaults import DEFAULT_CONCURRENCY, DEFAULT_RETRIES
 from .errors import DeviceUnreachableError, EdgeqError, NotAttempted
 from .types import to_jsonable
 
@@ -62,7 +63,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 16
 _MAX_BACKOFF_S = 30.0
 
 T = TypeVar("T")
@@ -241,7 +241,7 @@ class FleetOptions:
     """How a fleet is worked through."""
 
     concurrency: int = DEFAULT_CONCURRENCY
-    retries: int = 2  # extra attempts after a transport error (DeviceUnreachableError) only
+    retries: int = DEFAULT_RETRIES  # extra attempts after a transport error (DeviceUnreachableError) only
     backoff_s: float = 1.0  # first retry delay; doubled for each further one, capped at 30 s
     canary: int = 0  # this many devices first; the rest only if all of them succeeded
 

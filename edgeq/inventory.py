@@ -42,9 +42,12 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import EdgeqError
+
+if TYPE_CHECKING:
+    from .targets import Target
 
 __all__ = [
     "EDGEQ_VARS",
@@ -387,7 +390,7 @@ def _expand_host_pattern(pattern: str) -> list[str]:
 # --------------------------------------------------------------------------- resolution into devices
 
 
-TargetLoader = Callable[[str], Any]  # name -> an edgeq.targets.Target (only .deploy and .python are read)
+TargetLoader = Callable[[str], "Target"]  # name -> its target (only .name, .deploy and .python are read)
 
 
 def resolve_devices(
@@ -405,9 +408,9 @@ def resolve_devices(
     """
     from .connection import read_ssh_config
 
-    loaded: dict[str, Any] = {}
+    loaded: dict[str, Target] = {}
 
-    def load(name: str) -> Any:
+    def load(name: str) -> Target:
         if name not in loaded:
             if target_loader is not None:
                 loaded[name] = target_loader(name)
@@ -430,7 +433,7 @@ def resolve_devices(
                 )
         target_name = target or _text(values, "edgeq_target", where)
         spec = load(target_name) if target_name else None
-        deploy = getattr(spec, "deploy", None)
+        deploy = spec.deploy if spec is not None else None
 
         connection = _text(values, "ansible_connection", where) or ""
         if connection and connection not in _CONNECTIONS:
@@ -479,7 +482,7 @@ def resolve_devices(
         python = (
             _text(values, "edgeq_python", where)
             or _text(values, "ansible_python_interpreter", where)
-            or (getattr(spec, "python", None) if spec is not None else None)
+            or (spec.python if spec is not None else None)
             or "python3"
         )
         remote_dir = _remote_dir(
@@ -499,7 +502,7 @@ def resolve_devices(
                 user=user,
                 port=port,
                 key_files=key_files,
-                target=getattr(spec, "name", target_name) if spec is not None else target_name,
+                target=spec.name if spec is not None else target_name,
                 python=python,
                 remote_dir=remote_dir,
                 transport=transport,
@@ -579,9 +582,6 @@ def _remote_dir(value: str, where: str) -> str:
 
 
 def _default_user() -> str:
-    import getpass
+    from .connection import local_user  # already imported by resolve_devices, the one caller
 
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "root" if os.geteuid() == 0 else str(os.geteuid())
+    return local_user()

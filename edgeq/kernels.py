@@ -28,9 +28,10 @@ import dataclasses
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import ConversionError, ModelError
+from .runtimes import RUNTIMES
 
 __all__ = [
     "CAPABILITIES",
@@ -39,6 +40,7 @@ __all__ = [
     "FeatureKind",
     "KernelFeature",
     "ModelKernels",
+    "RuntimeTarget",
     "Support",
     "check_runs_on_target",
     "inspect_kernels",
@@ -49,7 +51,7 @@ __all__ = [
     "unsupported",
 ]
 
-RUNTIME_FAMILIES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
+RUNTIME_FAMILIES = RUNTIMES  # the table's columns: every runtime edgeq knows
 
 # The newest release of each family that the table was measured against: what an unknown version
 # is taken to be. tflite-runtime 2.14.0 is that package's final release.
@@ -627,14 +629,27 @@ def _variant_hint(feature: KernelFeature) -> str:
     return "quantize to int8 or int4"
 
 
-def target_reasons(model: bytes, target: Any, features: tuple[KernelFeature, ...] | None = None) -> tuple[str, ...]:
+class RuntimeTarget(Protocol):
+    """What the runtime check reads of a target (:class:`edgeq.targets.Target` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def runtimes(self) -> tuple[str, ...]: ...  # preferred first
+    @property
+    def runtime_versions(self) -> Mapping[str, str]: ...  # runtime -> the newest release the device can have
+
+
+def target_reasons(
+    model: bytes, target: RuntimeTarget, features: tuple[KernelFeature, ...] | None = None
+) -> tuple[str, ...]:
     """Why none of ``target``'s runtimes can run ``model`` (one reason per missing kernel); empty when one can."""
     features = required_features(model) if features is None else features
     if not features:
         return ()
-    versions: Mapping[str, str] = getattr(target, "runtime_versions", None) or {}
+    versions = target.runtime_versions
     reasons: list[str] = []
-    for runtime in tuple(getattr(target, "runtimes", ()) or ()):
+    for runtime in target.runtimes:
         if runtime not in RUNTIME_FAMILIES:
             continue
         missing = _missing(features, runtime, versions.get(runtime))
@@ -644,15 +659,15 @@ def target_reasons(model: bytes, target: Any, features: tuple[KernelFeature, ...
     return tuple(dict.fromkeys(reasons))
 
 
-def check_runs_on_target(model: bytes, target: Any) -> None:
+def check_runs_on_target(model: bytes, target: RuntimeTarget) -> None:
     """Raise ConversionError when none of ``target``'s runtimes (at its ``runtime_versions``) can run ``model``."""
     features = required_features(model)
     reasons = target_reasons(model, target, features)
     if not reasons:
         return
-    versions: Mapping[str, str] = getattr(target, "runtime_versions", None) or {}
-    runtimes = tuple(getattr(target, "runtimes", ()) or ())
-    name = getattr(target, "name", "?")
+    versions = target.runtime_versions
+    runtimes = target.runtimes
+    name = target.name
     hints: list[str] = []
     elsewhere: list[str] = []
     for family in RUNTIME_FAMILIES:

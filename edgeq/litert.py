@@ -7,21 +7,25 @@ are fallbacks so the same code works where only those are installed.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import sys
 import tempfile
+import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .errors import ModelError
+from .runtimes import RUNTIME_INFO, RUNTIMES
 from .types import ModelSummary, TensorInfo, TensorSpec
 
 __all__ = [
+    "Interpreter",
     "ModelRunner",
     "captured_native_output",
     "dequantize",
@@ -35,6 +39,21 @@ __all__ = [
 # (it reads a tensor's dimensions only; litert-quantizer feeds it a dequantized copy of an int8 tensor).
 _CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "SHAPE"})
 _FLOAT_TYPES = frozenset({"float32", "float16", "float64"})
+
+
+class Interpreter(Protocol):
+    """What edgeq uses of a runtime's ``Interpreter`` (the same API in ai_edge_litert, tflite_runtime, tf.lite)."""
+
+    def allocate_tensors(self) -> None: ...
+    def invoke(self) -> None: ...
+    def get_input_details(self) -> list[dict[str, Any]]: ...
+    def get_output_details(self) -> list[dict[str, Any]]: ...
+    def get_tensor_details(self) -> list[dict[str, Any]]: ...
+    def set_tensor(self, tensor_index: int, value: np.ndarray) -> None: ...
+    def get_tensor(self, tensor_index: int) -> np.ndarray: ...
+    def get_signature_list(self) -> dict[str, dict[str, list[str]]]: ...
+    def get_signature_runner(self, signature_key: str | None = None) -> Any: ...
+    def _get_ops_details(self) -> list[dict[str, Any]]: ...
 
 
 @contextlib.contextmanager
@@ -72,32 +91,21 @@ def captured_native_output(echo: bool = False) -> Iterator[list[str]]:
                 os.write(2, text.encode())
 
 
-def interpreter_class() -> tuple[Any, str]:
-    """Return (Interpreter class, runtime name) for the best runtime installed."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter, "ai-edge-litert"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter
-
-        return Interpreter, "tflite-runtime"
-    except ImportError:
-        pass
-    try:
-        import tensorflow as tf
-
-        return tf.lite.Interpreter, "tensorflow"
-    except ImportError as exc:  # pragma: no cover - the package depends on ai-edge-litert
-        raise ModelError(
-            "no TFLite interpreter is installed",
-            hint="pip install ai-edge-litert",
-        ) from exc
+def interpreter_class() -> tuple[type[Any], str]:
+    """Return (Interpreter class, runtime name) for the best runtime installed (:data:`edgeq.runtimes.RUNTIMES` order)."""
+    for runtime in RUNTIME_INFO.values():
+        try:
+            module = importlib.import_module(runtime.interpreter_module)
+        except ImportError:
+            continue
+        return module.Interpreter, runtime.name
+    raise ModelError(  # pragma: no cover - the package depends on ai-edge-litert
+        "no TFLite interpreter is installed",
+        hint=f"pip install {RUNTIMES[0]}",
+    )
 
 
-def _no_delegates_option(cls: Any) -> dict[str, Any]:
+def _no_delegates_option(cls: type[Any]) -> dict[str, Any]:
     """Interpreter kwargs that keep the default delegate (XNNPACK) from rewriting the graph."""
     module = __import__(cls.__module__, fromlist=["OpResolverType"])
     resolver = getattr(module, "OpResolverType", None)
@@ -109,25 +117,35 @@ def _no_delegates_option(cls: Any) -> dict[str, Any]:
 
 
 def load_interpreter(
-    model: str | os.PathLike | bytes, num_threads: int | None = None, default_delegates: bool = True
-) -> Any:
+    model: str | os.PathLike[str] | bytes,
+    num_threads: int | None = None,
+    default_delegates: bool = True,
+    preserve_all_tensors: bool = False,
+) -> Interpreter:
     """Load a .tflite model (path or bytes) and allocate its tensors.
 
     ``default_delegates=False`` keeps XNNPACK from taking over nodes, so the
-    op list is the model's own (for the op census).
+    op list is the model's own (for the op census). ``preserve_all_tensors``
+    keeps every intermediate tensor readable after ``invoke()`` (for per-layer error).
     """
     cls, _ = interpreter_class()
     kwargs: dict[str, Any] = {} if default_delegates else _no_delegates_option(cls)
     if num_threads is not None:
         kwargs["num_threads"] = num_threads
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
+    interp: Interpreter
     try:
-        if isinstance(model, (bytes, bytearray)):
-            interp = cls(model_content=bytes(model), **kwargs)
-        else:
-            path = Path(model)
-            if not path.is_file():
-                raise ModelError(f"{path}: no such file")
-            interp = cls(model_path=str(path), **kwargs)
+        with warnings.catch_warnings():
+            if preserve_all_tensors:  # "intended for debugging purposes only": reading them is what it is for here
+                warnings.simplefilter("ignore", UserWarning)
+            if isinstance(model, (bytes, bytearray)):
+                interp = cls(model_content=bytes(model), **kwargs)
+            else:
+                path = Path(model)
+                if not path.is_file():
+                    raise ModelError(f"{path}: no such file")
+                interp = cls(model_path=str(path), **kwargs)
         interp.allocate_tensors()
     except ModelError:
         raise
@@ -168,7 +186,7 @@ def _tensor_info(detail: Mapping[str, Any], name: str | None = None) -> TensorIn
     )
 
 
-def _signature_io(interp: Any) -> tuple[str | None, dict[str, int], dict[str, int]]:
+def _signature_io(interp: Interpreter) -> tuple[str | None, dict[str, int], dict[str, int]]:
     """The first signature's key and its input/output name -> tensor index maps."""
     try:
         signatures = interp.get_signature_list()
@@ -183,7 +201,7 @@ def _signature_io(interp: Any) -> tuple[str | None, dict[str, int], dict[str, in
     return key, ins, outs
 
 
-def describe_model(model: str | os.PathLike | bytes, interp: Any | None = None) -> ModelSummary:
+def describe_model(model: str | os.PathLike[str] | bytes, interp: Interpreter | None = None) -> ModelSummary:
     """Inputs/outputs with quantization, op census, tensor type census, ops left in float.
 
     ``model`` is a path or the model's bytes (then ``path`` is empty).
@@ -240,6 +258,9 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((np.asarray(q, dtype=np.float64) - zero_point) * scale).astype(np.float32)
 
 
+_Encode = Callable[[TensorInfo, np.ndarray], np.ndarray]  # a tensor's value between float and its own type
+
+
 class ModelRunner:
     """Runs a .tflite model one sample at a time on float data, whatever its I/O types.
 
@@ -249,8 +270,14 @@ class ModelRunner:
     and quantized models can be compared value for value.
     """
 
-    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None):
-        self._interp = load_interpreter(model, num_threads=num_threads)
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | bytes,
+        num_threads: int | None = None,
+        *,
+        preserve_all_tensors: bool = False,
+    ):
+        self._interp = load_interpreter(model, num_threads=num_threads, preserve_all_tensors=preserve_all_tensors)
         _, sig_in, sig_out = _signature_io(self._interp)
         details_in = {int(d["index"]): d for d in self._interp.get_input_details()}
         details_out = {int(d["index"]): d for d in self._interp.get_output_details()}
@@ -298,16 +325,50 @@ class ModelRunner:
         """Float samples as the model's input tensors take them (quantized for integer inputs)."""
         return {name: self._encode(info, inputs[name]) for name, info in self.inputs.items()}
 
-    def _run(self, inputs: Mapping[str, np.ndarray], encode: Any, decode: Any) -> dict[str, np.ndarray]:
+    def invoke(self, inputs: Mapping[str, np.ndarray], index: int) -> None:
+        """Run sample ``index`` of ``inputs`` (float arrays of shape (N, ...), quantized for integer inputs); read the tensors after."""
+        self._check_inputs(inputs)
+        self._feed(inputs, index, self._encode)
+        self._interp.invoke()
+
+    def tensor_values(self) -> dict[str, tuple[np.ndarray, float | None]]:
+        """Every tensor the last run left readable, by tensor name: (float value, scale; None for a float tensor).
+
+        Integer tensors are dequantized; those with per-channel (or no)
+        quantization are left out. Intermediate tensors are readable only with
+        ``preserve_all_tensors=True``.
+        """
+        values: dict[str, tuple[np.ndarray, float | None]] = {}
+        for detail in self._interp.get_tensor_details():
+            try:
+                value = self._interp.get_tensor(detail["index"])
+            except ValueError:  # no data: a tensor the runtime freed or never filled
+                continue
+            dtype = np.dtype(detail["dtype"])
+            params = detail["quantization_parameters"]
+            if np.issubdtype(dtype, np.integer) and len(params["scales"]) == 1:
+                scale = float(params["scales"][0])
+                values[detail["name"]] = (dequantize(value, scale, int(params["zero_points"][0])), scale)
+            elif np.issubdtype(dtype, np.floating):
+                values[detail["name"]] = (np.asarray(value, dtype=np.float32), None)
+        return values
+
+    def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         missing = set(self.inputs) - set(inputs)
         if missing:
             raise ModelError(f"no data for model input(s): {', '.join(sorted(missing))}")
+
+    def _feed(self, inputs: Mapping[str, np.ndarray], index: int, encode: _Encode) -> None:
+        for name, info in self.inputs.items():
+            sample = np.asarray(inputs[name][index : index + 1])
+            self._interp.set_tensor(info.index, encode(info, sample).reshape(info.shape))
+
+    def _run(self, inputs: Mapping[str, np.ndarray], encode: _Encode, decode: _Encode) -> dict[str, np.ndarray]:
+        self._check_inputs(inputs)
         n = len(next(iter(inputs.values())))
         results: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
         for i in range(n):
-            for name, info in self.inputs.items():
-                sample = np.asarray(inputs[name][i : i + 1])
-                self._interp.set_tensor(info.index, encode(info, sample).reshape(info.shape))
+            self._feed(inputs, i, encode)
             self._interp.invoke()
             for name, info in self.outputs.items():
                 results[name].append(decode(info, self._interp.get_tensor(info.index)))

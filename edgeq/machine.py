@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias
 
 from .errors import InternalError
 
@@ -116,7 +115,10 @@ def _read_text(path: str) -> str | None:
         return None
 
 
-def host_value(key: str) -> Any:
+HostValue: TypeAlias = str | int | tuple[str, ...] | None
+
+
+def host_value(key: str) -> HostValue:
     """The value of ``key`` on the machine edgeq runs on (None when it cannot be known)."""
     arch = machine_arch()
     if key == "arch":
@@ -137,9 +139,10 @@ def host_value(key: str) -> Any:
         except (ValueError, OSError, AttributeError):
             return None
     if key == "os":
-        release = _read_text("/etc/os-release") or ""
-        match = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', release, re.MULTILINE)
-        return match.group(1) if match else f"{platform.system()} {platform.release()}".strip()
+        try:
+            return platform.freedesktop_os_release()["PRETTY_NAME"]  # "Linux" when the file has no PRETTY_NAME
+        except OSError:  # no /etc/os-release nor /usr/lib/os-release: not Linux, or a bare container
+            return f"{platform.system()} {platform.release()}".strip()
     if key == "python":
         return sys.executable or "python3"
     if key == "default_threads":

@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ConversionError
 from .types import IOType, QuantMode
@@ -177,7 +177,10 @@ def _known(raw: Mapping[str, Any], valid: tuple[str, ...], where: str) -> None:
             )
 
 
-def _choice(value: Any, enum_type: type[enum.Enum], where: str) -> Any:
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _choice(value: object, enum_type: type[_E], where: str) -> _E:
     valid = [m.value for m in enum_type]
     if value not in valid:
         close = difflib.get_close_matches(str(value), valid, n=1)

@@ -6,13 +6,22 @@ import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from rich.console import JustifyMethod
+from rich.console import JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from .errors import InternalError
 from .types import ConversionReport, ModelSummary, TensorInfo, to_jsonable
+
+if TYPE_CHECKING:
+    from .bench import BenchReport, DeviceBench, ModelRun
+    from .debugger import LayerError
+    from .probe import Parity
+    from .quantize import Layer
+    from .stats import Speedup
+    from .tune import Candidate, Score, TuneReport
 
 __all__ = [
     "conversion_tables",
@@ -63,7 +72,7 @@ def _io_table(title: str, tensors: Iterable[TensorInfo]) -> Table:
     return table
 
 
-def summary_tables(summary: ModelSummary) -> list[Any]:
+def summary_tables(summary: ModelSummary) -> list[RenderableType]:
     """Inputs, outputs, op census and tensor types of a .tflite model."""
     head = Table.grid(padding=(0, 2))
     head.add_row("model", summary.path)
@@ -82,7 +91,7 @@ def summary_tables(summary: ModelSummary) -> list[Any]:
     return [head, _io_table("inputs", summary.inputs), _io_table("outputs", summary.outputs), ops, types]
 
 
-def layers_table(layers: Iterable[Any]) -> Table:
+def layers_table(layers: Iterable[Layer]) -> Table:
     table = Table(title="layers (select them with --layer PATTERN=PRECISION or --op OP=PRECISION)")
     for col in ("#", "op", "weights", "name"):
         table.add_column(col, justify="right" if col == "#" else "left", overflow="fold")
@@ -91,7 +100,7 @@ def layers_table(layers: Iterable[Any]) -> Table:
     return table
 
 
-def layer_table(layers: Iterable[Any]) -> Table:
+def layer_table(layers: Iterable[LayerError]) -> Table:
     """Layers with the largest quantization error (from ``edgeq inspect --per-layer``)."""
     table = Table(title="layers by quantization error (RMSE / scale; ~0.29 is ideal rounding)", title_justify="left")
     for col, justify in (
@@ -109,7 +118,7 @@ def layer_table(layers: Iterable[Any]) -> Table:
     return table
 
 
-def conversion_tables(report: ConversionReport) -> list[Any]:
+def conversion_tables(report: ConversionReport) -> list[RenderableType]:
     """The size / fidelity / accuracy table printed after ``edgeq convert``."""
     table = Table(title=f"edgeq convert: {report.mode.value} ({report.io_type.value} I/O)", title_justify="left")
     table.add_column("measure")
@@ -149,7 +158,7 @@ def conversion_tables(report: ConversionReport) -> list[Any]:
         table.add_row(f"{report.mode.value} accuracy", f"{acc.quantized_accuracy * 100:.2f} %")
         style = "red" if acc.drop_points > 1.0 else ""
         table.add_row("accuracy drop", Text(f"{acc.drop_points:.2f} points", style=style))
-    parts: list[Any] = [table]
+    parts: list[RenderableType] = [table]
     for warning in report.warnings:
         parts.append(Text(f"warning: {warning}", style="yellow"))
     return parts
@@ -186,15 +195,23 @@ CSV_FIELDS = (
 )
 
 
-def bench_rows(report: Any) -> list[dict[str, Any]]:
+def _measured(d: DeviceBench) -> tuple[ModelRun, ModelRun, Speedup]:
+    """A measured device's float32 and int8 runs and the speedup (all set when its status is "ok")."""
+    if d.float32 is None or d.int8 is None or d.speedup is None:
+        raise InternalError(f"{d.device}: bench status {d.status!r} without its measurements")
+    return d.float32, d.int8, d.speedup
+
+
+def bench_rows(report: BenchReport) -> list[dict[str, object]]:
     """One row per device and model (a failed device gives one row with its reason)."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for d in report.devices:
         base = {"device": d.device, "target": d.target or "", "status": d.status, "reason": d.reason or ""}
         if d.status != "ok":
             rows.append({**{k: "" for k in CSV_FIELDS}, **base})
             continue
-        for run in (d.float32, d.int8):
+        float32, int8, speedup = _measured(d)
+        for run in (float32, int8):
             lat = run.latency
             rows.append(
                 {
@@ -213,9 +230,9 @@ def bench_rows(report: Any) -> list[dict[str, Any]]:
                     "std_ms": f"{lat.std_ms:.4f}",
                     "min_ms": f"{lat.min_ms:.4f}",
                     "max_ms": f"{lat.max_ms:.4f}",
-                    "speedup": f"{d.speedup.ratio:.4f}",
-                    "speedup_ci_low": f"{d.speedup.ci_low:.4f}",
-                    "speedup_ci_high": f"{d.speedup.ci_high:.4f}",
+                    "speedup": f"{speedup.ratio:.4f}",
+                    "speedup_ci_low": f"{speedup.ci_low:.4f}",
+                    "speedup_ci_high": f"{speedup.ci_high:.4f}",
                     "throttled": run.throttled,
                     "parity_bit_exact": "" if d.parity is None else d.parity.bit_exact,
                     "verdict": d.verdict,
@@ -224,7 +241,7 @@ def bench_rows(report: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_csv(report: Any) -> str:
+def bench_csv(report: BenchReport) -> str:
     import csv
     import io
 
@@ -240,16 +257,15 @@ def _ms(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _speedup_text(d: Any) -> str:
-    s = d.speedup
+def _speedup_text(s: Speedup) -> str:
     return f"{s.ratio:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}]"
 
 
-def _parity_text(d: Any) -> str:
+def _parity_text(d: DeviceBench) -> str:
     return "-" if d.parity is None else _parity_words(d.parity)
 
 
-def bench_markdown(report: Any, figure: str | None = None) -> str:
+def bench_markdown(report: BenchReport, figure: str | None = None) -> str:
     conv = report.conversion or {}
     lines = [
         f"# edgeq bench: {report.model}",
@@ -276,11 +292,12 @@ def bench_markdown(report: Any, figure: str | None = None) -> str:
         if d.status != "ok":
             lines.append(f"| {d.device} | {d.target or '-'} | - | - | - | - | - | - | {d.status}: {d.reason} |")
             continue
-        runtime = f"{d.int8.runtime} {d.int8.runtime_version or ''}".strip()
-        flags = " (throttled)" if d.float32.throttled or d.int8.throttled else ""
+        float32, int8, speedup = _measured(d)
+        runtime = f"{int8.runtime} {int8.runtime_version or ''}".strip()
+        flags = " (throttled)" if float32.throttled or int8.throttled else ""
         lines.append(
-            f"| {d.device} | {d.target or '-'} | {runtime} | {d.int8.threads} | {_ms(d.float32.latency.p50_ms)} | "
-            f"{_ms(d.int8.latency.p50_ms)} | {_speedup_text(d)} | {_parity_text(d)} | {d.verdict}{flags} |"
+            f"| {d.device} | {d.target or '-'} | {runtime} | {int8.threads} | {_ms(float32.latency.p50_ms)} | "
+            f"{_ms(int8.latency.p50_ms)} | {_speedup_text(speedup)} | {_parity_text(d)} | {d.verdict}{flags} |"
         )
     fleet = report.fleet
     if fleet.devices > 1 and fleet.measured:
@@ -303,7 +320,7 @@ def bench_markdown(report: Any, figure: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bench_figure(report: Any, target: Path | BinaryIO) -> None:
+def bench_figure(report: BenchReport, target: Path | BinaryIO) -> None:
     """Latency distribution per device and model, and the speedup per device with its interval."""
     import matplotlib
 
@@ -311,15 +328,15 @@ def bench_figure(report: Any, target: Path | BinaryIO) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    measured = [d for d in report.devices if d.status == "ok"]
+    measured = [(d.device, *_measured(d)) for d in report.devices if d.status == "ok"]
     fig, (ax_lat, ax_speed) = plt.subplots(
         1, 2, figsize=(11, 1.6 + 0.9 * max(1, len(measured))), gridspec_kw={"width_ratios": [3, 2]}
     )
     data, labels, colors = [], [], []
-    for d in measured:
-        for run, color in ((d.float32, "#4c72b0"), (d.int8, "#dd8452")):
+    for device, float32, int8, _ in measured:
+        for run, color in ((float32, "#4c72b0"), (int8, "#dd8452")):
             data.append(run.latencies_ms)
-            labels.append(f"{d.device} {run.label}")
+            labels.append(f"{device} {run.label}")
             colors.append(color)
     if data:
         boxes = ax_lat.boxplot(
@@ -341,17 +358,18 @@ def bench_figure(report: Any, target: Path | BinaryIO) -> None:
         ax_lat.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax_lat.set_xlabel("latency per inference (ms), whiskers 1.5 IQR")
     ax_lat.set_title("latency on each device")
-    names = [d.device for d in measured]
-    ratios = [d.speedup.ratio for d in measured]
-    lows = [d.speedup.ratio - d.speedup.ci_low for d in measured]
-    highs = [d.speedup.ci_high - d.speedup.ratio for d in measured]
+    names = [device for device, *_ in measured]
+    speedups = [speedup for *_, speedup in measured]
+    ratios = [s.ratio for s in speedups]
+    lows = [s.ratio - s.ci_low for s in speedups]
+    highs = [s.ci_high - s.ratio for s in speedups]
     ax_speed.errorbar(ratios, range(len(names)), xerr=[lows, highs], fmt="o", color="#333333", capsize=4)
     ax_speed.axvline(1.0, color="#c44e52", linestyle="--", linewidth=1)
     ax_speed.set_xscale("log")  # ratios: 2x faster and 2x slower lie equally far from 1
     if ratios:
         low, high = (
-            min([d.speedup.ci_low for d in measured] + [1.0]),
-            max([d.speedup.ci_high for d in measured] + [1.0]),
+            min([s.ci_low for s in speedups] + [1.0]),
+            max([s.ci_high for s in speedups] + [1.0]),
         )
         ax_speed.set_xlim(low / 1.5, high * 1.5)
         ax_speed.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}x"))
@@ -365,7 +383,7 @@ def bench_figure(report: Any, target: Path | BinaryIO) -> None:
     plt.close(fig)
 
 
-def write_bench_reports(report: Any, prefix: Path) -> dict[str, Path]:
+def write_bench_reports(report: BenchReport, prefix: Path) -> dict[str, Path]:
     """Write PREFIX.json, .csv, .md and .png atomically; return them by kind."""
     from .files import atomic_write_bytes, atomic_writer
 
@@ -378,7 +396,7 @@ def write_bench_reports(report: Any, prefix: Path) -> dict[str, Path]:
     return paths
 
 
-def probe_table(rows: list[dict[str, Any]]) -> list[Any]:
+def probe_table(rows: list[dict[str, Any]]) -> list[RenderableType]:
     """One row per measured device from ``edgeq probe``; failed devices are listed below with their reason."""
     table = Table(title="edgeq probe: latency measured on each device", title_justify="left")
     for col, justify in (
@@ -393,7 +411,7 @@ def probe_table(rows: list[dict[str, Any]]) -> list[Any]:
         ("peak MB", "right"),
     ):
         table.add_column(col, justify=_justify(justify), overflow="fold")
-    notes: list[Any] = []
+    notes: list[RenderableType] = []
     for row in rows:
         r = row["result"]
         if r is None:
@@ -424,7 +442,7 @@ def probe_table(rows: list[dict[str, Any]]) -> list[Any]:
     return [table, *notes]
 
 
-def _parity_words(parity: Any) -> str:
+def _parity_words(parity: Parity) -> str:
     if parity.bit_exact:
         return "bit-exact with the host"
     worst = max(v["max_abs_diff"] for v in parity.outputs.values())
@@ -432,7 +450,7 @@ def _parity_words(parity: Any) -> str:
     return f"differs from the host on {share * 100:.1f} % of values (max {worst:g})"
 
 
-def bench_tables(report: Any) -> list[Any]:
+def bench_tables(report: BenchReport) -> list[RenderableType]:
     """The per-device comparison and the verdicts of ``edgeq bench``."""
     table = Table(title=f"edgeq bench: {report.model}", title_justify="left")
     for col, justify in (
@@ -445,26 +463,27 @@ def bench_tables(report: Any) -> list[Any]:
         ("parity", "left"),
     ):
         table.add_column(col, justify=_justify(justify), overflow="fold")
-    verdicts: list[Any] = []
+    verdicts: list[RenderableType] = []
     for d in report.devices:
         if d.status != "ok":
             table.add_row(d.device, Text(d.status, style="red"), "", "", "", "", "")
             verdicts.append(Text(f"{d.device}: {d.status}: {d.reason}", style="red"))
             continue
-        runtime = f"{d.int8.runtime} {d.int8.runtime_version or ''}".strip() + (" +XNNPACK" if d.int8.xnnpack else "")
+        float32, int8, speedup = _measured(d)
+        runtime = f"{int8.runtime} {int8.runtime_version or ''}".strip() + (" +XNNPACK" if int8.xnnpack else "")
         table.add_row(
             d.device,
             runtime,
-            str(d.int8.threads),
-            _ms(d.float32.latency.p50_ms),
-            _ms(d.int8.latency.p50_ms),
-            _speedup_text(d),
+            str(int8.threads),
+            _ms(float32.latency.p50_ms),
+            _ms(int8.latency.p50_ms),
+            _speedup_text(speedup),
             _parity_text(d),
         )
-        style = "green" if d.speedup.ci_low > 1.0 else "yellow"
+        style = "green" if speedup.ci_low > 1.0 else "yellow"
         line = f"{d.device}: {d.verdict}"
-        if d.float32.throttled or d.int8.throttled:
-            line += f" (THROTTLED: {(d.float32.throttle_reason or d.int8.throttle_reason)})"
+        if float32.throttled or int8.throttled:
+            line += f" (THROTTLED: {(float32.throttle_reason or int8.throttle_reason)})"
         verdicts.append(Text(line, style=style))
         for label, point in d.recommended.items():
             verdicts.append(
@@ -476,7 +495,7 @@ def bench_tables(report: Any) -> list[Any]:
         f"sizes: float32 {report.float_size_bytes} B, int8 {report.int8_size_bytes} B "
         f"({report.int8_size_bytes / report.float_size_bytes:.3f} of float)"
     )
-    parts: list[Any] = [table, sizes, *verdicts]
+    parts: list[RenderableType] = [table, sizes, *verdicts]
     acc = (report.conversion or {}).get("accuracy")
     if acc:
         parts.append(
@@ -499,17 +518,17 @@ def bench_tables(report: Any) -> list[Any]:
 # --------------------------------------------------------------------------- tune
 
 
-def _score_text(score: Any, kind: str) -> str:
+def _score_text(score: Score | None, kind: str) -> str:
     if score is None:
         return "-"
-    if kind == "accuracy" and score.drop_points is not None:
+    if kind == "accuracy" and score.accuracy is not None and score.drop_points is not None:
         return f"{score.accuracy * 100:.2f} % (drop {score.drop_points:.2f})"
     if kind == "agreement" and score.agreement_pct is not None:
         return f"{score.agreement_pct:.2f} % agree"
     return _db(score.sqnr_db) if score.sqnr_db is not None else "-"
 
 
-def _latency_cell(report: Any, candidate: str) -> str:
+def _latency_cell(report: TuneReport, candidate: str) -> str:
     cells = []
     for d in report.devices:
         for lat in d.latencies:
@@ -521,7 +540,7 @@ def _latency_cell(report: Any, candidate: str) -> str:
     return "; ".join(cells) or ("not measured" if not report.latency_measured else "-")
 
 
-def _tune_verdict(report: Any, c: Any) -> str:
+def _tune_verdict(report: TuneReport, c: Candidate) -> str:
     if c.error:
         return "refused: " + c.error
     chosen = report.chosen or {}
@@ -531,7 +550,7 @@ def _tune_verdict(report: Any, c: Any) -> str:
     return "within budget" if c.meets_budget else "over budget"
 
 
-def tune_rows(report: Any) -> list[dict[str, Any]]:
+def tune_rows(report: TuneReport) -> list[dict[str, Any]]:
     rows = []
     for c in report.candidates:
         rows.append(
@@ -548,7 +567,7 @@ def tune_rows(report: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def tune_tables(report: Any) -> list[Any]:
+def tune_tables(report: TuneReport) -> list[RenderableType]:
     table = Table(title=f"edgeq tune: {report.model} (budget: {report.budget})", title_justify="left")
     for col, justify in (
         ("candidate", "left"),
@@ -569,7 +588,7 @@ def tune_tables(report: Any) -> list[Any]:
             row["latency_p50_ms"],
             Text(row["verdict"], style=style),
         )
-    parts: list[Any] = [table]
+    parts: list[RenderableType] = [table]
     s = report.samples
     parts.append(
         Text(
@@ -611,7 +630,7 @@ def tune_tables(report: Any) -> list[Any]:
     return parts
 
 
-def tune_markdown(report: Any, figure: str | None = None) -> str:
+def tune_markdown(report: TuneReport, figure: str | None = None) -> str:
     lines = [
         f"# edgeq tune: {report.model}",
         "",
@@ -658,7 +677,7 @@ def tune_markdown(report: Any, figure: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tune_figure(report: Any, target: Path | BinaryIO) -> None:
+def tune_figure(report: TuneReport, target: Path | BinaryIO) -> None:
     """Accuracy loss against latency (or size, without a device): one marker per candidate, the budget as a line."""
     import matplotlib
 
@@ -677,10 +696,11 @@ def tune_figure(report: Any, target: Path | BinaryIO) -> None:
         if not c.ran or c.score is None:
             continue
         x = latency.get(c.name) if use_latency else c.size_bytes / 1024
-        if x is None:
+        y = c.score.loss(kind) if kind != "sqnr" else c.score.sqnr_db
+        if x is None or y is None:  # not measured on the device, or no SQNR to place it by
             continue
         xs.append(x)
-        ys.append(c.score.loss(kind) if kind != "sqnr" else c.score.sqnr_db)
+        ys.append(y)
         names.append(c.name)
     chosen = set()
     if report.chosen:
@@ -711,7 +731,7 @@ def tune_figure(report: Any, target: Path | BinaryIO) -> None:
     plt.close(fig)
 
 
-def write_tune_reports(report: Any, prefix: Path) -> dict[str, Path]:
+def write_tune_reports(report: TuneReport, prefix: Path) -> dict[str, Path]:
     """Write PREFIX.json, .md and .png atomically (the folder is made here); return them by kind."""
     from .files import atomic_write_bytes, atomic_writer
 

@@ -337,50 +337,6 @@ def prepare(graph: FloatGraph, data: TuneData, options: TuneOptions, model: str,
 # --------------------------------------------------------------------------- per-layer error
 
 
-class _AllTensors:
-    """An interpreter that keeps every intermediate tensor: each tensor's value (dequantized) by name, per sample."""
-
-    def __init__(self, model: bytes):
-        import warnings
-
-        from ai_edge_litert.interpreter import Interpreter
-
-        with warnings.catch_warnings():  # "intended for debugging purposes only": here it is one
-            warnings.simplefilter("ignore", UserWarning)
-            self.interp = Interpreter(model_content=model, experimental_preserve_all_tensors=True)
-        self.interp.allocate_tensors()
-        self.runner = self.interp.get_signature_runner()
-        self.details = self.interp.get_tensor_details()
-
-    def run(self, inputs: Mapping[str, np.ndarray], index: int) -> dict[str, tuple[np.ndarray, float | None]]:
-        from .litert import dequantize, quantize
-
-        feeds = {}
-        for name, detail in self.runner.get_input_details().items():
-            x = np.asarray(inputs[name][index : index + 1])
-            dtype = np.dtype(detail["dtype"])
-            scales = detail["quantization_parameters"]["scales"]
-            if np.issubdtype(dtype, np.integer) and len(scales):
-                x = quantize(x, float(scales[0]), int(detail["quantization_parameters"]["zero_points"][0]), dtype)
-            feeds[name] = x.astype(dtype).reshape(detail["shape"])
-        self.runner(**feeds)
-        values: dict[str, tuple[np.ndarray, float | None]] = {}
-        for t in self.details:
-            try:
-                v = self.interp.get_tensor(t["index"])
-            except ValueError:
-                continue
-            scales = t["quantization_parameters"]["scales"]
-            if np.issubdtype(np.dtype(t["dtype"]), np.integer) and len(scales) == 1:
-                values[t["name"]] = (
-                    dequantize(v, float(scales[0]), int(t["quantization_parameters"]["zero_points"][0])),
-                    float(scales[0]),
-                )
-            elif np.issubdtype(np.dtype(t["dtype"]), np.floating):
-                values[t["name"]] = (np.asarray(v, dtype=np.float32), None)
-        return values
-
-
 def layer_ranking(prep: Prepared, int8_model: bytes) -> tuple[LayerError, ...]:
     """Layers of the float graph by the error full int8 puts on their outputs (RMSE/scale), worst first.
 
@@ -398,10 +354,14 @@ def layer_ranking(prep: Prepared, int8_model: bytes) -> tuple[LayerError, ...]:
         if layer.output_names:
             by_output[layer.output_names[0]] = layer
     with captured_native_output():
-        float_interp, int8_interp = _AllTensors(prep.graph.model), _AllTensors(int8_model)
+        # every intermediate tensor kept readable: each one's value (dequantized) by name, per sample
+        float_runner = ModelRunner(prep.graph.model, preserve_all_tensors=True)
+        int8_runner = ModelRunner(int8_model, preserve_all_tensors=True)
         for i in range(n):
-            ref = float_interp.run(data, i)
-            got = int8_interp.run(data, i)
+            float_runner.invoke(data, i)
+            ref = float_runner.tensor_values()
+            int8_runner.invoke(data, i)
+            got = int8_runner.tensor_values()
             for name in by_output:
                 if name not in ref or name not in got:
                     continue
@@ -898,7 +858,7 @@ def _conversion_report(
         converter_version=", ".join(f"{k} {v}" for k, v in versions.items() if k != "edgeq"),
         engine="litert-quantizer",
         overrides=tuple(o.describe() for o in candidate.overrides),
-        weights=dict(candidate.weights),
+        weights={op: dict(counts) for op, counts in candidate.weights.items()},
     )
 
 
@@ -1038,8 +998,8 @@ def run_tune(
     best_found = None
     notes = list(result.notes)
     if not within:
-        ran = [c for c in result.candidates if c.ran and c.score is not None]
-        best_found = min(ran, key=lambda c: c.score.loss(kind)).name if ran else None
+        losses = [(c.name, c.score.loss(kind)) for c in result.candidates if c.ran and c.score is not None]
+        best_found = min(losses, key=lambda pair: pair[1])[0] if losses else None
     if not devices:
         notes.append("latency was not measured (no device): the SMALLEST candidate within the budget was chosen")
     if len(set(chosen_names.values())) > 1:

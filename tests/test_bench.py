@@ -12,6 +12,7 @@ loads the same site-packages: the same numpy, runtime and versions.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import io
 import json
@@ -615,6 +616,104 @@ def test_bench_with_a_device_down(
     assert (
         "gone" in (out / "digits_bench.md").read_text() and (out / "digits_bench.png").read_bytes()[:8] == PNG_SIGNATURE
     )
+
+
+# --------------------------------------------------------------------------- the library, without the CLI
+
+
+def test_run_bench_from_the_library_over_sshd_with_a_device_down(
+    digits_classifier, start_device, device_pythons, known_hosts_for, down_address, tmp_path, isolated_home
+):
+    """``convert_for_bench`` and ``run_bench`` called directly: real conversion, real sshd, real probes."""
+    from _remote import as_device, options
+
+    from edgeq.bench import BenchOptions, common_target, convert_for_bench, run_bench
+    from edgeq.connection import open_connection
+    from edgeq.fleet import DeviceStatus, FleetOptions
+    from edgeq.inventory import Device
+    from edgeq.probe import ProbeOptions
+
+    sshd = start_device("lib")
+    host, port = down_address
+    devices = [
+        as_device(sshd, python=str(device_pythons["ai-edge-litert"])),
+        Device(name="gone", address=host, port=port, user="pi", key_files=(str(sshd.key_path),)),
+    ]
+    assert (
+        common_target(devices) is None
+        and common_target([dataclasses.replace(d, target="host") for d in devices]) == "host"
+    )
+    out = tmp_path / "out"
+    steps: list[str] = []
+    models = convert_for_bench(digits_classifier, CALIB, out, eval_data=EVAL, say=steps.append)
+    assert steps[0] == "converting to float32" and "converting to int8" in steps
+    assert models.source == str(digits_classifier) and models.parity is not None
+    for label, model in models.by_label().items():
+        assert model.path == str(out / f"digits_{label}.tflite") and model.name == f"bench-digits-{label}"
+        assert (out / f"digits_{label}.json").exists() and (out / f"digits_{label}.recipe.json").exists()
+    timing = ProbeOptions(runs=5, min_s=0.05, warmup_runs=1, warmup_min_s=0.0, timeout_s=120.0)
+    bench_options = BenchOptions.around(timing, rounds=1, threads=1)
+    assert bench_options.sweep_probe.timeout_s == 120.0 and bench_options.sweep_probe.runs != timing.runs
+    known = known_hosts_for(sshd)
+    said: list[str] = []
+    report, fleet = run_bench(
+        devices,
+        models,
+        bench_options,
+        connect=lambda d: open_connection(d, options(known_hosts=known, command_timeout_s=120.0)),
+        fleet_options=FleetOptions(retries=0),
+        say=said.append,
+    )
+    assert [r.status for r in fleet.results] == [DeviceStatus.OK, DeviceStatus.UNREACHABLE]
+    up, gone = report.devices
+    assert (up.device, up.status, gone.device, gone.status) == ("lib", "ok", "gone", "unreachable")
+    assert up.float32 is not None and up.int8 is not None and up.speedup is not None and up.parity is not None
+    assert up.float32.rounds == up.int8.rounds == 1 and up.int8.threads == 1 and up.parity.bit_exact
+    assert (gone.code, gone.kind, gone.float32) == (7, "unreachable", None)
+    assert (report.fleet.devices, report.fleet.measured) == (2, 1)
+    assert report.fleet.speedup_median == up.speedup.ratio
+    assert (report.float_model, report.int8_model) == (models.float32.path, models.int8.path)
+    assert report.int8_size_bytes == (out / "digits_int8.tflite").stat().st_size < report.float_size_bytes
+    assert report.conversion["accuracy"]["samples"] == len(np.load(EVAL)["y"])
+    assert "lib: round 1/1, int8" in said  # the device's steps, as the CLI shows them
+    assert sorted(p.name for p in (sshd.home / "edgeq" / "models").iterdir()) == [
+        "bench-digits-float32",
+        "bench-digits-int8",
+    ]
+
+
+def test_probe_fleet_from_the_library_on_this_machine(int8_model, tmp_path, isolated_home, monkeypatch):
+    from edgeq.bench import parity_samples, probe_fleet, probe_model
+    from edgeq.connection import open_connection
+    from edgeq.inventory import Device
+    from edgeq.probe import ProbeOptions
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    laptop = Device(
+        name="laptop", address="localhost", user="me", transport="local", remote_dir="edgeq", python=sys.executable
+    )
+    model = probe_model(int8_model)
+    assert model.name == "probe-digits_int8"
+    with parity_samples(int8_model, CALIB, 8) as parity:
+        assert parity is not None and parity.path.parent.parent == scratch
+        fleet = probe_fleet(
+            [laptop],
+            model,
+            ProbeOptions(runs=5, min_s=0.05, warmup_runs=1, warmup_min_s=0.0),
+            connect=lambda d: open_connection(d, local_home=isolated_home),
+            threads=1,
+            parity=parity,
+        )
+    assert list(scratch.iterdir()) == []  # the samples' folder is gone with the context
+    (outcome,) = fleet.results
+    assert outcome.ok and outcome.value is not None
+    result, checked = outcome.value
+    assert result.threads == 1 and result.latency.count >= 5 and result.model.endswith(f"{model.version}/model.tflite")
+    assert checked is not None and checked.bit_exact
+    with parity_samples(int8_model, None) as nothing:
+        assert nothing is None
 
 
 # --------------------------------------------------------------------------- units

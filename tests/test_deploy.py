@@ -23,8 +23,6 @@ from edgeq.deploy import (
     DeviceResult,
     DeviceStatus,
     FleetOptions,
-    _State,
-    _versions_to_prune,
     deploy_fleet,
     prepare_model,
     remove_fleet,
@@ -531,18 +529,6 @@ def test_prepare_model(tmp_path):
     with pytest.raises(EdgeqError, match="does not make a safe model name") as info:
         prepare_model(tmp_path / "bad name!.tflite")
     assert "--name" in info.value.hint
-
-
-def test_versions_to_prune_by_last_activation():
-    history = [{"version": v} for v in ("aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc", "aaaaaaaaaaaa")]
-    state = _State(
-        current="aaaaaaaaaaaa",
-        versions=("aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc", "dddddddddddd"),
-        free_bytes=None,
-        manifest={"history": history},
-    )
-    assert _versions_to_prune(state, "eeeeeeeeeeee", 3) == ["bbbbbbbbbbbb", "dddddddddddd"]
-    assert _versions_to_prune(state, "aaaaaaaaaaaa", 1) == ["cccccccccccc", "bbbbbbbbbbbb", "dddddddddddd"]
 
 
 # --------------------------------------------------------------------------- the CLI

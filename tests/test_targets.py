@@ -186,6 +186,23 @@ def test_host_reads_this_machine():
         assert set(host.cpu.features) <= set(CPU_FEATURES[host.arch])
 
 
+def test_host_os_is_os_release_pretty_name_or_the_kernel(monkeypatch):
+    import platform
+
+    from edgeq.machine import host_value
+
+    monkeypatch.setattr(platform, "freedesktop_os_release", lambda: {"NAME": "Debian", "PRETTY_NAME": "Debian 12"})
+    assert host_value("os") == "Debian 12"
+
+    def absent() -> dict[str, str]:
+        raise OSError("no os-release")  # as on macOS, or a container without /etc/os-release
+
+    monkeypatch.setattr(platform, "freedesktop_os_release", absent)
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "release", lambda: "6.1.0")
+    assert host_value("os") == "Linux 6.1.0"
+
+
 PI4_CPUINFO = """\
 processor\t: 0
 BogoMIPS\t: 108.00

@@ -48,7 +48,7 @@ class EdgeqGroup(click.Group):
         except KeyboardInterrupt:
             raise aborted() from None
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except EdgeqError as exc:
@@ -118,4 +118,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

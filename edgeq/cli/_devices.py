@@ -24,11 +24,21 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..defaults import (
+    DEFAULT_COMMAND_TIMEOUT_S,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_RETRIES,
+    DEFAULT_TRANSFER_TIMEOUT_S,
+)
+
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from ..connection import Connection, ConnectOptions
     from ..errors import EdgeqError
     from ..fleet import DeviceReport, FleetOptions, FleetReport
@@ -37,13 +47,15 @@ if TYPE_CHECKING:
 
 __all__ = ["DeviceOptions", "FleetProgress", "HostSpecType", "device_options", "raise_for_fleet"]
 
+_R = TypeVar("_R")
+
 
 class HostSpecType(click.ParamType):
     """``[user@]address[:port]``; a bad value is a one-line usage error."""
 
     name = "USER@ADDRESS[:PORT]"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> HostSpec:
         from ..errors import EdgeqError
         from ..inventory import HostSpec, parse_host_spec
 
@@ -66,11 +78,11 @@ class DeviceOptions:
     known_hosts: Path | None = None
     trust_new_hosts: bool = False
     ssh_config: Path | None = None
-    concurrency: int = 16
-    connect_timeout_s: float = 10.0
-    command_timeout_s: float = 60.0
-    transfer_timeout_s: float = 600.0
-    retries: int = 2
+    concurrency: int = DEFAULT_CONCURRENCY
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
+    transfer_timeout_s: float = DEFAULT_TRANSFER_TIMEOUT_S
+    retries: int = DEFAULT_RETRIES
 
     def resolve(
         self, targets_dir: str | os.PathLike | None = None, target_loader: Callable[[str], Target] | None = None
@@ -175,7 +187,7 @@ _OPTIONS = (
     click.option(
         "--concurrency",
         type=click.IntRange(min=1, max=256),
-        default=16,
+        default=DEFAULT_CONCURRENCY,
         show_default=True,
         help="Devices worked on at the same time.",
     ),
@@ -183,7 +195,7 @@ _OPTIONS = (
         "--connect-timeout",
         "connect_timeout_s",
         type=click.FloatRange(min=0.1),
-        default=10.0,
+        default=DEFAULT_CONNECT_TIMEOUT_S,
         show_default=True,
         help="Seconds to connect, get the SSH greeting and authenticate.",
     ),
@@ -191,7 +203,7 @@ _OPTIONS = (
         "--command-timeout",
         "command_timeout_s",
         type=click.FloatRange(min=1),
-        default=60.0,
+        default=DEFAULT_COMMAND_TIMEOUT_S,
         show_default=True,
         help="Seconds a remote command may run; then it is stopped on the device.",
     ),
@@ -199,14 +211,14 @@ _OPTIONS = (
         "--transfer-timeout",
         "transfer_timeout_s",
         type=click.FloatRange(min=1),
-        default=600.0,
+        default=DEFAULT_TRANSFER_TIMEOUT_S,
         show_default=True,
         help="Seconds one model upload may take.",
     ),
     click.option(
         "--retries",
         type=click.IntRange(min=0, max=10),
-        default=2,
+        default=DEFAULT_RETRIES,
         show_default=True,
         help="Extra attempts after a connection error (never after an authentication, host-key or command error), with backoff.",
     ),
@@ -227,11 +239,11 @@ _NAMES = (
 )
 
 
-def device_options(func: Callable) -> Callable:
+def device_options(func: Callable[..., _R]) -> Callable[..., _R]:
     """Add the shared device options to a click command; it receives them as one ``devices: DeviceOptions`` argument."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> _R:  # click passes each option's parsed value
         _debug_logging()
         values = {name: kwargs.pop(name) for name in _NAMES}
         values["hosts"] = tuple(values["hosts"] or ())
@@ -301,15 +313,15 @@ class FleetProgress:
         self._lock = threading.Lock()
         self._sent: dict[str, int] = {}
         self._done = 0
-        self._progress = None
-        self._device_task = None
-        self._bytes_task = None
+        self._progress: Progress | None = None
+        self._device_task: TaskID | None = None
+        self._bytes_task: TaskID | None = None
 
     def __enter__(self) -> FleetProgress:
         if self.enabled and self.console.is_terminal:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(
+            progress = self._progress = Progress(
                 TextColumn("{task.description:<8}"),
                 BarColumn(),
                 TextColumn("{task.fields[count]:>18}"),
@@ -318,18 +330,14 @@ class FleetProgress:
                 console=self.console,
                 transient=True,
             )
-            self._device_task = self._progress.add_task(
-                self.action, total=self.devices, count=f"0/{self.devices}", detail=""
-            )
+            self._device_task = progress.add_task(self.action, total=self.devices, count=f"0/{self.devices}", detail="")
             if self.total_bytes:
                 total = self.total_bytes * self.devices
-                self._bytes_task = self._progress.add_task(
-                    "bytes", total=total, count=f"0.0/{total / 1e6:.1f} MB", detail=""
-                )
-            self._progress.start()
+                self._bytes_task = progress.add_task("bytes", total=total, count=f"0.0/{total / 1e6:.1f} MB", detail="")
+            progress.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -366,7 +374,7 @@ class FleetProgress:
         self._say(f"{device.name}: {message}; retrying in {delay_s:.1f} s")
 
     def finished(self, result: DeviceReport) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._device_task is not None:  # both set together in __enter__
             with self._lock:
                 self._done += 1
                 done = self._done

@@ -2,20 +2,25 @@
 
 ``targets_dir_option`` and ``TargetName`` (every command that resolves a
 target), ``timing_options`` and what becomes of them (probe, bench, tune),
-``TargetCache`` (targets loaded once per command), ``PIXEL_RANGES`` and
-``FloatList`` (image options of convert and tune). Nothing here imports
-the library at import time.
+``TargetCache`` (targets loaded once per command), ``calibration_options``
+and what becomes of them (convert and tune). Nothing here imports the
+library at import time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..runtimes import RUNTIMES
+
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+    from ..calibration import ImageOptions
     from ..probe import ProbeOptions
     from ..targets import Target
     from ._devices import DeviceOptions
@@ -26,14 +31,17 @@ __all__ = [
     "FloatList",
     "TargetCache",
     "TargetName",
+    "calibration_options",
+    "image_options",
     "probe_options",
     "probe_timeout",
     "targets_dir_option",
     "timing_options",
 ]
 
-RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 PIXEL_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0), "0,255": (0.0, 255.0)}
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 # --------------------------------------------------------------------------- values
@@ -44,7 +52,7 @@ class FloatList(click.ParamType):
 
     name = "FLOATS"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
         if isinstance(value, tuple):
             return value
         try:
@@ -66,7 +74,7 @@ class TargetName(click.ParamType):
 
     name = "TARGET"
 
-    def shell_complete(self, ctx, param, incomplete):
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
         from click.shell_completion import CompletionItem
 
         from ..errors import EdgeqError
@@ -79,7 +87,7 @@ class TargetName(click.ParamType):
         return [CompletionItem(name) for name in names if name.startswith(incomplete)]
 
 
-def targets_dir_option(func: Callable) -> Callable:
+def targets_dir_option(func: _F) -> _F:
     """``--targets-dir DIR``: for every command that resolves a target name."""
     return click.option(
         "--targets-dir",
@@ -109,10 +117,62 @@ class TargetCache:
         return self.load(name) if name else None
 
 
+# --------------------------------------------------------------------------- calibration data
+
+
+def calibration_options(*, held_out: str, seed: str) -> Callable[[_F], _F]:
+    """How calibration data is split and read (convert, tune): --calib-samples, --seed, --pixel-range, --mean, --std.
+
+    Both commands split the data alike (:func:`edgeq.calibration.split_samples`)
+    and read image folders alike; ``held_out`` says what the command does with
+    the held-out samples, ``seed`` what its seed shuffles.
+    """
+    options = (
+        click.option(
+            "--calib-samples",
+            type=click.IntRange(min=1),
+            default=200,
+            show_default=True,
+            help=f"How many samples calibrate; the rest (at least a fifth) are held out {held_out}.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help=f"Seed of {seed}."),
+        click.option(
+            "--pixel-range",
+            type=click.Choice(list(PIXEL_RANGES)),
+            default="0,1",
+            show_default=True,
+            help="Image folders: range that pixel values 0..255 are mapped to.",
+        ),
+        click.option(
+            "--mean",
+            type=FloatList(),
+            default=None,
+            help="Image folders: per-channel mean subtracted after --pixel-range (e.g. 0.485,0.456,0.406).",
+        ),
+        click.option(
+            "--std", type=FloatList(), default=None, help="Image folders: per-channel std divided by after --mean."
+        ),
+    )
+
+    def decorate(func: _F) -> _F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def image_options(pixel_range: str, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> ImageOptions:
+    """The image values of :func:`calibration_options` as :class:`edgeq.calibration.ImageOptions`."""
+    from ..calibration import ImageOptions
+
+    return ImageOptions(pixel_range=PIXEL_RANGES[pixel_range], mean=mean, std=std)
+
+
 # --------------------------------------------------------------------------- probe timing
 
 
-def timing_options(func: Callable) -> Callable:
+def timing_options(func: _F) -> _F:
     """The probe's timing options (probe, bench, tune): runs, minimum time, warm-up, threads, runtime, timeout."""
     for option in reversed(
         (

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import cli
-from ._options import PIXEL_RANGES, FloatList, TargetName, targets_dir_option
+from ._options import TargetName, calibration_options, image_options, targets_dir_option
 from ._output import print_renderables, progress_reporter
+
+if TYPE_CHECKING:
+    from ..debugger import LayerError
+    from ..recipe import Override
 
 MODES = ("int8", "int16x8", "w4a8", "int4-weight", "dynamic", "float16", "float32")
 PRECISIONS = ("float", "int16", "int8", "int4")
@@ -122,34 +127,9 @@ _RECIPE_SETS = (
     type=click.Path(path_type=Path),
     help="Labelled data (.npz with x and y): report float and quantized accuracy.",
 )
-@click.option(
-    "--calib-samples",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="How many samples calibrate; the rest (at least a fifth) are held out to measure fidelity.",
+@calibration_options(
+    held_out="to measure fidelity", seed="the fixed shuffle that picks calibration and held-out samples"
 )
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed of the fixed shuffle that picks calibration and held-out samples.",
-)
-@click.option(
-    "--pixel-range",
-    type=click.Choice(list(PIXEL_RANGES)),
-    default="0,1",
-    show_default=True,
-    help="Image folders: range that pixel values 0..255 are mapped to.",
-)
-@click.option(
-    "--mean",
-    type=FloatList(),
-    default=None,
-    help="Image folders: per-channel mean subtracted after --pixel-range (e.g. 0.485,0.456,0.406).",
-)
-@click.option("--std", type=FloatList(), default=None, help="Image folders: per-channel std divided by after --mean.")
 @click.option(
     "--allow-float-ops",
     is_flag=True,
@@ -158,26 +138,26 @@ _RECIPE_SETS = (
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.pass_context
 def convert_cmd(
-    ctx,
-    model,
-    calib,
-    output,
-    mode,
-    layer_overrides,
-    op_overrides,
-    recipe_file,
-    io_type,
-    target_name,
-    targets_dir,
-    eval_data,
-    calib_samples,
-    seed,
-    pixel_range,
-    mean,
-    std,
-    allow_float_ops,
-    as_json,
-):
+    ctx: click.Context,
+    model: Path,
+    calib: Path | None,
+    output: Path,
+    mode: str | None,
+    layer_overrides: tuple[Override, ...],
+    op_overrides: tuple[Override, ...],
+    recipe_file: Path | None,
+    io_type: str | None,
+    target_name: str | None,
+    targets_dir: Path | None,
+    eval_data: Path | None,
+    calib_samples: int,
+    seed: int,
+    pixel_range: str,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    allow_float_ops: bool,
+    as_json: bool,
+) -> None:
     """Convert MODEL (SavedModel dir, .keras, .h5, or a float .tflite) to a quantized TFLite model.
 
     Calibration data is checked against the model's inputs before anything is
@@ -198,7 +178,6 @@ def convert_cmd(
       edgeq convert model.keras --calib calib.npz --layer 'dense_2=float' --op HARD_SWISH=int16 -o mixed.tflite
       edgeq convert model.keras --calib calib.npz --recipe mixed.recipe.json -o again.tflite
     """
-    from ..calibration import ImageOptions
     from ..convert import ConvertOptions, convert_model, options_from_recipe
     from ..report import conversion_tables, to_json
     from ..types import IOType, QuantMode
@@ -210,7 +189,7 @@ def convert_cmd(
         io_type=IOType(io_type) if io_type else None,
         calibration_samples=calib_samples,
         seed=seed,
-        image_options=ImageOptions(pixel_range=PIXEL_RANGES[pixel_range], mean=mean, std=std),
+        image_options=image_options(pixel_range, mean, std),
         allow_float_ops=allow_float_ops,
         overrides=tuple(layer_overrides) + tuple(op_overrides),
     )
@@ -265,7 +244,15 @@ def convert_cmd(
     help="With --per-layer: how many layers to show.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
-def inspect_cmd(model, list_layers, per_layer, float_model, calib, top, as_json):
+def inspect_cmd(
+    model: Path,
+    list_layers: bool,
+    per_layer: bool,
+    float_model: Path | None,
+    calib: Path | None,
+    top: int,
+    as_json: bool,
+) -> None:
     """Show what matters about a .tflite MODEL: I/O tensors and their quantization, op census, size."""
     from ..litert import describe_model
     from ..report import summary_tables, to_json
@@ -273,26 +260,26 @@ def inspect_cmd(model, list_layers, per_layer, float_model, calib, top, as_json)
     if list_layers:
         from ..quantize import model_layers
 
-        layers = model_layers(model)
+        listed = model_layers(model)
         if as_json:
-            click.echo(to_json({"layers": layers}))
+            click.echo(to_json({"layers": listed}))
         else:
             from ..report import layers_table
 
-            print_renderables([layers_table(layers)])
+            print_renderables([layers_table(listed)])
         return
 
     if per_layer and (float_model is None or calib is None):
         raise click.UsageError("--per-layer needs --float-model and --calib")
     summary = describe_model(model)
-    layers = None
-    if per_layer:
+    layers: tuple[LayerError, ...] | None = None
+    if per_layer and float_model is not None and calib is not None:
         from ..debugger import layer_errors
 
         with progress_reporter() as say:
             layers = layer_errors(model, float_model, calib, top=top, progress=say)
     if as_json:
-        payload = {"summary": summary}
+        payload: dict[str, object] = {"summary": summary}
         if layers is not None:
             payload["layers"] = layers
         click.echo(to_json(payload))

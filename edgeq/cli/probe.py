@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,10 +13,8 @@ from ._options import TargetCache, probe_options, probe_timeout, targets_dir_opt
 from ._output import print_renderables, progress_reporter
 
 if TYPE_CHECKING:
-    from ..connection import Connection
-    from ..fleet import ProgressCallback
-    from ..inventory import Device
-    from ..probe import Parity, ProbeResult
+    from ..bench import ProbeOutcome
+    from ..fleet import FleetResult
 
 
 @cli.command("probe")
@@ -32,24 +28,29 @@ if TYPE_CHECKING:
     help="Real input samples (.npy, .npz or image folder, as for convert --calib): the device returns its outputs and edgeq checks them against its own interpreter (parity).",
 )
 @click.option(
-    "--parity-samples", type=click.IntRange(min=1), default=32, show_default=True, help="How many of --samples to send."
+    "--parity-samples",
+    "parity_count",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="How many of --samples to send.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def probe_cmd(
-    model,
+    model: Path,
     devices: DeviceOptions,
-    targets_dir,
-    runs,
-    min_s,
-    warmup_runs,
-    warmup_min_s,
-    threads,
-    runtime,
-    timeout_s,
-    samples,
-    parity_samples,
-    as_json,
-):
+    targets_dir: Path | None,
+    runs: int,
+    min_s: float,
+    warmup_runs: int,
+    warmup_min_s: float,
+    threads: int | None,
+    runtime: str | None,
+    timeout_s: float,
+    samples: Path | None,
+    parity_count: int,
+    as_json: bool,
+) -> None:
     """Measure MODEL's latency ON each device (or on this machine with --target host).
 
     The model is uploaded under the name probe-<file stem> (verified like a
@@ -66,37 +67,41 @@ def probe_cmd(
       edgeq probe model_int8.tflite --host pi@192.168.1.20 --target rpi4b --samples calib.npz
       edgeq probe model_int8.tflite -i fleet.yml --limit lab --runs 200
     """
-    from ..bench import ParitySamples, probe_device
-    from ..deploy import prepare_model
-    from ..fleet import run_fleet
+    from ..bench import parity_samples, probe_fleet, probe_model
     from ..report import probe_table, to_json
 
     targets = TargetCache(targets_dir)
     found = devices.resolve(target_loader=targets.load)  # a bad target fails here, before any connection
-    model_file = prepare_model(model, name=f"probe-{model.stem}"[:64])
+    model_file = probe_model(model)
     options = probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, probe_timeout(timeout_s, devices))
-    with tempfile.TemporaryDirectory(prefix="edgeq-parity-") as scratch:
-        parity = ParitySamples.load(model, samples, Path(scratch), parity_samples) if samples else None
+    with (
+        parity_samples(model, samples, parity_count) as parity,
+        FleetProgress(len(found), action="probe", total_bytes=model_file.size_bytes, enabled=not as_json) as ui,
+    ):
+        fleet = probe_fleet(
+            found,
+            model_file,
+            options,
+            connect=devices.connector(ui),
+            device_targets=targets.get,
+            threads=threads,
+            parity=parity,
+            fleet_options=devices.fleet_options(),
+            events=ui,
+        )
+    rows = _probe_rows(fleet)
+    if as_json:
+        click.echo(to_json({"model": str(model), "devices": rows}))
+    else:
+        print_renderables(probe_table(rows))
+    raise_for_fleet(fleet)
 
-        def operation(
-            conn: Connection, device: Device, _progress: ProgressCallback
-        ) -> tuple[ProbeResult, Parity | None]:
-            return probe_device(
-                conn, device, model_file, options, target=targets.get(device.target), threads=threads, parity=parity
-            )
 
-        with FleetProgress(len(found), action="probe", total_bytes=model_file.size_bytes, enabled=not as_json) as ui:
-            fleet = run_fleet(
-                found,
-                operation,
-                connect=devices.connector(ui),
-                options=devices.fleet_options(),
-                events=ui,
-                action="probe",
-            )
+def _probe_rows(fleet: FleetResult[ProbeOutcome]) -> list[dict[str, Any]]:
+    """One row per device, for the table and --json."""
     rows = []
     for r in fleet.results:
-        result, parity_result = r.value if r.value is not None else (None, None)
+        result, parity = r.value if r.value is not None else (None, None)
         rows.append(
             {
                 "device": r.device,
@@ -106,14 +111,10 @@ def probe_cmd(
                 "reason": r.reason,
                 "hint": r.hint,
                 "result": result,
-                "parity": parity_result,
+                "parity": parity,
             }
         )
-    if as_json:
-        click.echo(to_json({"model": str(model), "devices": rows}))
-    else:
-        print_renderables(probe_table(rows))
-    raise_for_fleet(fleet)
+    return rows
 
 
 @cli.command("bench")
@@ -155,24 +156,24 @@ def probe_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout.")
 @click.pass_context
 def bench_cmd(
-    ctx,
-    model,
-    calib,
-    eval_data,
+    ctx: click.Context,
+    model: Path,
+    calib: Path,
+    eval_data: Path | None,
     devices: DeviceOptions,
-    targets_dir,
-    runs,
-    min_s,
-    warmup_runs,
-    warmup_min_s,
-    threads,
-    runtime,
-    timeout_s,
-    rounds,
-    sweep,
-    out_dir,
-    as_json,
-):
+    targets_dir: Path | None,
+    runs: int,
+    min_s: float,
+    warmup_runs: int,
+    warmup_min_s: float,
+    threads: int | None,
+    runtime: str | None,
+    timeout_s: float,
+    rounds: int,
+    sweep: bool,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Is int8 really faster on YOUR device? Convert MODEL to float32 and int8, deploy both, probe both ON each device.
 
     The two models are probed alternately (float32, int8, float32, int8...)
@@ -186,88 +187,39 @@ def bench_cmd(
       edgeq bench model.keras --calib calib.npz --eval test.npz --target host
       edgeq bench model.keras --calib calib.npz -i fleet.yml --sweep
     """
-    from ..bench import BenchOptions, BenchReport, ParitySamples, bench_device, failed_device, summarize_fleet
-    from ..convert import ConvertOptions, convert_model, write_outputs
-    from ..deploy import prepare_model
-    from ..fleet import run_fleet
+    from ..bench import BenchOptions, common_target, convert_for_bench, run_bench
     from ..report import bench_tables, to_json, write_bench_reports
-    from ..types import QuantMode
 
     targets = TargetCache(targets_dir)
     found = devices.resolve(target_loader=targets.load)  # a bad target fails here, before any connection
     out_dir = out_dir or Path(f"edgeq-bench-{model.stem}")
     if out_dir.exists() and not out_dir.is_dir():
         raise click.UsageError(f"{out_dir} exists and is not a folder")
-    stem = model.stem
-    paths = {"float32": out_dir / f"{stem}_float32.tflite", "int8": out_dir / f"{stem}_int8.tflite"}
-    common = {d.target for d in found}
-    int8_options = ConvertOptions(mode=QuantMode.INT8)
-    shared_target = common.pop() if len(common) == 1 else None
-    if shared_target is not None:
-        from ..convert import apply_target
-
-        int8_options = apply_target(targets.load(shared_target), int8_options, mode_given=True)
     with progress_reporter(enabled=not as_json) as say:
-        say("converting to float32")
-        # no data: comparing the float32 model with itself would measure nothing
-        float_result = convert_model(model, None, None, ConvertOptions(mode=QuantMode.FLOAT32), progress=say)
-        say("converting to int8")
-        int8_result = convert_model(
-            model, calib, None, int8_options, eval_data=eval_data, progress=say, show_log=ctx.obj.get("debug", False)
+        models = convert_for_bench(
+            model,
+            calib,
+            out_dir,
+            eval_data=eval_data,
+            target=targets.get(common_target(found)),
+            say=say,
+            show_log=ctx.obj.get("debug", False),
         )
-        # the folder is made only now that the model and the data have been checked and converted
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for label, result in (("float32", float_result), ("int8", int8_result)):
-            report = dataclasses.replace(result.report, output=str(paths[label]))
-            write_outputs(paths[label], result.model_bytes, report, result.recipe)
-        parity = ParitySamples.load(
-            paths["int8"], eval_data or calib, out_dir, image_options=int8_options.image_options
-        )
-    models = {label: prepare_model(path, name=f"bench-{stem}-{label}"[:64]) for label, path in paths.items()}
     timing = probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, probe_timeout(timeout_s, devices))
-    options = BenchOptions(
-        probe=timing,
-        rounds=rounds,
-        sweep=sweep,
-        sweep_probe=dataclasses.replace(
-            BenchOptions().sweep_probe, timeout_s=timing.timeout_s
-        ),  # its own timing, the same timeout
-        threads=threads,
-    )
-    with FleetProgress(
-        len(found), action="bench", total_bytes=sum(m.size_bytes for m in models.values()), enabled=not as_json
-    ) as ui:
-        fleet = run_fleet(
+    options = BenchOptions.around(timing, rounds=rounds, sweep=sweep, threads=threads)
+    total_bytes = models.float32.size_bytes + models.int8.size_bytes
+    with FleetProgress(len(found), action="bench", total_bytes=total_bytes, enabled=not as_json) as ui:
+        report, fleet = run_bench(
             found,
-            lambda conn, device, _progress: bench_device(
-                conn, device, models, options, target=targets.get(device.target), parity=parity, say=ui.note
-            ),
+            models,
+            options,
             connect=devices.connector(ui),
-            options=devices.fleet_options(),
+            device_targets=targets.get,
+            fleet_options=devices.fleet_options(),
             events=ui,
-            action="bench",
+            say=ui.note,
         )
-    benches = []
-    for device, outcome in zip(found, fleet.results):
-        if outcome.value is not None:
-            benches.append(outcome.value)
-        elif outcome.error is not None:
-            benches.append(failed_device(device, targets.get(device.target), outcome.error))
-    report = BenchReport(
-        model=str(model),
-        float_model=str(paths["float32"]),
-        int8_model=str(paths["int8"]),
-        float_size_bytes=float_result.report.quantized_size_bytes,
-        int8_size_bytes=int8_result.report.quantized_size_bytes,
-        conversion={
-            "fidelity": int8_result.report.to_dict()["fidelity"],
-            "accuracy": int8_result.report.to_dict()["accuracy"],
-            "warnings": list(int8_result.report.warnings),
-        },
-        devices=tuple(benches),
-        fleet=summarize_fleet(benches),
-    )
-    written = write_bench_reports(report, out_dir / f"{stem}_bench")
+    written = write_bench_reports(report, out_dir / f"{model.stem}_bench")
     if as_json:
         click.echo(to_json(report))
     else:

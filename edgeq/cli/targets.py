@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +14,9 @@ from ._options import TargetName, targets_dir_option
 from ._output import print_renderables
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.table import Table
+
     from ..targets import Target
 
 __all__ = ["targets_group"]
@@ -101,7 +104,7 @@ def validate_cmd(paths: tuple[Path, ...], targets_dir: Path | None, as_json: boo
     files: list[Path] = []
     for path in paths:
         files.extend(sorted(path.glob("*.toml")) if path.is_dir() else [path])
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, str | bool | None]] = []
     for file in files:
         try:
             loaded = load_target(file, search_path=search)
@@ -147,7 +150,7 @@ def _cpu(t: Target) -> str:
     return f"{t.cpu.model}{clock}"
 
 
-def _unknown(value: Any, unit: str = "") -> str:
+def _unknown(value: object, unit: str = "") -> str:
     return "unknown" if value is None else f"{value}{unit}"
 
 
@@ -156,7 +159,7 @@ def _runtime(t: Target, runtime: str) -> str:
     return f"{runtime} (up to {version})" if version else runtime
 
 
-def _list_table(found: tuple[Target, ...]) -> Any:
+def _list_table(found: tuple[Target, ...]) -> Table:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
@@ -173,7 +176,7 @@ def _list_table(found: tuple[Target, ...]) -> Any:
     return table
 
 
-def _show_parts(t: Target) -> list[Any]:
+def _show_parts(t: Target) -> list[RenderableType]:
     from rich.table import Table
     from rich.text import Text
 
@@ -219,7 +222,7 @@ def _show_parts(t: Target) -> list[Any]:
         rows.append(("auto", ", ".join(t.auto) + " (read from this machine)"))
     for key, value in rows:
         grid.add_row(key, Text(value))
-    parts: list[Any] = [Text(f"{t.name}: {t.description}", style="bold"), grid]
+    parts: list[RenderableType] = [Text(f"{t.name}: {t.description}", style="bold"), grid]
     if q.notes:
         notes = Table.grid(padding=(0, 1))
         notes.add_column()

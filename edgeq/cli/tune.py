@@ -10,9 +10,9 @@ import click
 from . import cli
 from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
 from ._options import (
-    PIXEL_RANGES,
-    FloatList,
     TargetCache,
+    calibration_options,
+    image_options,
     probe_options,
     probe_timeout,
     targets_dir_option,
@@ -71,25 +71,10 @@ if TYPE_CHECKING:
     show_default=True,
     help="End-to-end evaluations the layer search may spend.",
 )
-@click.option(
-    "--calib-samples",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="How many samples calibrate (as edgeq convert).",
+@calibration_options(
+    held_out="to score the candidates when there is no --eval (half guide the search, half give the figures)",
+    seed="the splits (calibration/held-out, search/report)",
 )
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the splits (calibration/held-out, search/report)."
-)
-@click.option(
-    "--pixel-range",
-    type=click.Choice(list(PIXEL_RANGES)),
-    default="0,1",
-    show_default=True,
-    help="Image folders: range that pixel values 0..255 are mapped to.",
-)
-@click.option("--mean", type=FloatList(), default=None, help="Image folders: per-channel mean.")
-@click.option("--std", type=FloatList(), default=None, help="Image folders: per-channel std.")
 @click.option(
     "-o",
     "--out-dir",
@@ -102,32 +87,32 @@ if TYPE_CHECKING:
 )
 @click.pass_context
 def tune_cmd(
-    ctx,
-    model,
-    calib,
-    eval_data,
-    max_drop,
-    min_agreement,
-    min_sqnr,
+    ctx: click.Context,
+    model: Path,
+    calib: Path,
+    eval_data: Path | None,
+    max_drop: float | None,
+    min_agreement: float | None,
+    min_sqnr: float | None,
     devices: DeviceOptions,
-    targets_dir,
-    runs,
-    min_s,
-    warmup_runs,
-    warmup_min_s,
-    threads,
-    runtime,
-    timeout_s,
-    rounds,
-    max_candidates,
-    calib_samples,
-    seed,
-    pixel_range,
-    mean,
-    std,
-    out_dir,
-    as_json,
-):
+    targets_dir: Path | None,
+    runs: int,
+    min_s: float,
+    warmup_runs: int,
+    warmup_min_s: float,
+    threads: int | None,
+    runtime: str | None,
+    timeout_s: float,
+    rounds: int,
+    max_candidates: int,
+    calib_samples: int,
+    seed: int,
+    pixel_range: str,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Find the fastest variant of MODEL that stays within an accuracy budget.
 
     Calibrates once, then builds candidates from the stored statistics: full
@@ -148,7 +133,6 @@ def tune_cmd(
       edgeq tune model.tflite --calib calib.npz --min-agreement 99 --target host
       edgeq tune model.keras --calib calib.npz --eval test.npz -i fleet.yml -l shelf
     """
-    from ..calibration import ImageOptions
     from ..report import to_json, tune_tables, write_tune_reports
     from ..tune import Budget, BudgetNotMet, TuneOptions, run_tune
 
@@ -165,7 +149,7 @@ def tune_cmd(
         budget=budget,
         calibration_samples=calib_samples,
         seed=seed,
-        image_options=ImageOptions(pixel_range=PIXEL_RANGES[pixel_range], mean=mean, std=std),
+        image_options=image_options(pixel_range, mean, std),
         max_candidates=max_candidates,
     )
     targets = TargetCache(targets_dir)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import CommandTimeoutError, NoRuntimeError, ProbeOutputError, RemoteCommandError
 from ..remote import DeviceFile, content_digest
+from ..runtimes import RUNTIMES
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -48,7 +49,7 @@ __all__ = [
 PROBE_FILE = Path(__file__).with_name("device.py")
 BEGIN = "@@EDGEQ-PROBE-BEGIN@@"
 END = "@@EDGEQ-PROBE-END@@"
-DEFAULT_RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
+DEFAULT_RUNTIMES = RUNTIMES  # in order of preference
 THROTTLE_NOW_BITS = 0xF  # Raspberry Pi get_throttled: under-voltage, arm freq capped, throttled, soft temp limit
 HOT_C = 80.0  # the Pi firmware starts to throttle at 80-85 C
 

@@ -12,7 +12,7 @@
 #   LOCK_WAIT_S  how long to wait for the lock (default IDLE_S + 15: longer than a holder
 #           whose edgeq is gone keeps it)
 #
-# Lines on stdout are the protocol (edgeq/deploy.py speaks the other side); "error ..." ends a
+# Lines on stdout are the protocol (edgeq/deploy/session.py speaks the other side); "error ..." ends a
 # failed session, "note ..." tells edgeq something it may show. stderr is for diagnostics only.
 #
 # The switch dialogue:

@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..machine import _ARCH_ALIASES, CPU_FEATURES  # noqa: F401  (re-exported: the target vocabulary)
+from ..runtimes import RUNTIMES  # noqa: F401  (re-exported: the target vocabulary)
 from ..types import IOType, QuantMode, to_jsonable
 
 SCHEMA_VERSION = 1
 """Version of the JSON that ``edgeq targets list/show --json`` print; bumped only on incompatible changes."""
 
-RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 DELEGATES = ("xnnpack", "edgetpu", "gpu")
 TRANSPORTS = ("ssh", "local")
 ARCHES = ("aarch64", "armv7l", "armv6l", "x86_64")
