@@ -20,7 +20,8 @@ Every timed deploy is a first deploy of the model: its folder on the device
 is removed between runs (untimed). edgeq's device scripts stay, as on any
 device edgeq has worked with (they are uploaded once per device and edgeq
 version; that first contact is timed on its own in the breakdown). Medians
-of --repeat runs are reported.
+of --repeat runs are reported. edgeq is byte-compiled first, as pip leaves
+an installed wheel.
 """
 
 from __future__ import annotations
@@ -203,7 +204,12 @@ class Bench:
             imports.append(
                 timed(
                     lambda: subprocess.run(
-                        [sys.executable, "-c", "import edgeq.cli, edgeq.deploy, edgeq.connection"], check=True
+                        [
+                            sys.executable,
+                            "-c",  # with the collector off, then frozen, as edgeq/__main__.py runs the CLI
+                            "import gc; gc.disable(); import edgeq.cli, edgeq.deploy, edgeq.connection; gc.freeze()",
+                        ],
+                        check=True,
                     )
                 )
             )
@@ -211,12 +217,14 @@ class Bench:
         out["sha256 of the model on this machine"] = median_ms(
             [timed(lambda: hashlib.sha256(self.model.read_bytes()).hexdigest()) for _ in range(repeat)]
         )
-        connects = []
+        connects, firsts = [], []
         for _ in range(repeat):
             conn = fresh()
             connects.append(timed(conn.connect))
+            firsts.append(timed(lambda conn=conn: conn.transport.open_session().close()))
             conn.close()
         out["connect: TCP, SSH handshake, host key check, auth"] = median_ms(connects)
+        out["opening the first channel after authentication"] = median_ms(firsts)
 
         with fresh() as conn:
             out["one exec round trip (`true` under the wrapper)"] = median_ms(
@@ -234,7 +242,10 @@ class Bench:
             out["transfer by edgeq's put (exec channel into `cat`, size check, rename)"] = median_ms(
                 [timed(lambda: conn.put(self.model, "cat-model.tflite")) for _ in range(repeat)]
             )
-            out["sha256sum of the model on the device (incl. round trip)"] = median_ms(
+            out["sha256 of the model on the device by OpenSSL, as edgeq (incl. round trip)"] = median_ms(
+                [timed(lambda: conn.run("openssl dgst -sha256 -r < cat-model.tflite")) for _ in range(repeat)]
+            )
+            out["the same by coreutils' sha256sum (incl. round trip)"] = median_ms(
                 [timed(lambda: conn.run("sha256sum cat-model.tflite")) for _ in range(repeat)]
             )
             syncs = []
@@ -363,6 +374,11 @@ def main() -> int:
         print(f"bench_deploy: cannot start sshd devices: {reason}", file=sys.stderr)
         return 2
     sshd.remove_stale_users()
+    # edgeq byte-compiled, as pip leaves an installed wheel (scripts/bootstrap.sh does the same for the editable
+    # install): otherwise every `edgeq` process would compile its modules again, which no user's install does
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(ROOT / "edgeq")], check=True, stdout=subprocess.DEVNULL
+    )
     import paramiko
 
     openssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()

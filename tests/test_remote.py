@@ -364,6 +364,50 @@ def test_deploys_through_the_local_connection(name, only_busybox, tmp_path, monk
     assert sorted(p.name.split("-")[0] for p in (home / "edgeq" / "scripts").iterdir()) == ["deploy", "wrapper"]
 
 
+@pytest.mark.parametrize("tool", ["openssl", "sha256sum", "python", "broken-openssl"])
+def test_the_device_hashes_with_what_it_has(tool, tmp_path, monkeypatch):
+    """OpenSSL first (the CPU's SHA instructions), else sha256sum, else the device's Python; bad output is not trusted."""
+    folder = sh_dir(tmp_path, "busybox", only_busybox=True)  # a BusyBox device: sha256sum, no openssl
+    if tool == "openssl":
+        if shutil.which("openssl") is None:
+            pytest.skip("openssl is not installed")
+        (folder / "openssl").symlink_to(shutil.which("openssl"))
+    elif tool == "python":
+        (folder / "sha256sum").unlink()
+    elif tool == "broken-openssl":  # prints something that is not a digest: the next tool decides
+        fake = tmp_path / "fake-openssl"
+        fake.write_text(f"#!{folder}/sh\necho 'SHA2-256(stdin)= nonsense'\n")
+        fake.chmod(0o755)
+        (folder / "openssl").symlink_to(fake)
+    trace = tmp_path / "hashed-by"
+    for name in ("openssl", "sha256sum"):
+        if (folder / name).exists():  # leave a trace of each call, then run the real tool
+            real = os.path.realpath(folder / name)
+            run = f"{real} {name}" if os.path.basename(real) == "busybox" else real  # an applet is named by argv
+            (folder / name).unlink()
+            (folder / name).write_text(f'#!{folder}/sh\necho {name} >> {trace}\nexec {run} "$@"\n')
+            (folder / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(folder))
+    home = tmp_path / "home"
+    home.mkdir()
+    dev = Device(name="local", address="localhost", user="me", transport="local", python=sys.executable)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(model_bytes(7))
+    model = prepare_model(path, "m")
+    with LocalConnection(home=home, options=options(), shell=str(folder / "sh")) as conn:
+        assert deploy_to_device(conn, dev, model).status is DeviceStatus.OK
+        assert status_of_device(conn, dev, "m").state.intact is True
+    assert on_disk(home / "edgeq" / "models" / "m") == (model.version, model.sha256, model.version)
+    used = trace.read_text().split() if trace.exists() else []
+    expected = {
+        "openssl": {"openssl"},
+        "sha256sum": {"sha256sum"},
+        "python": set(),
+        "broken-openssl": {"openssl", "sha256sum"},
+    }
+    assert set(used) == expected[tool], used
+
+
 @pytest.mark.parametrize(
     ("name", "only_busybox"), [("dash", False), ("busybox", False), ("busybox", True)], ids=["dash", "ash", "busybox"]
 )

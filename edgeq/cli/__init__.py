@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -106,12 +107,19 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    startup_done = ctx.obj.get("startup_done")
+    if startup_done is not None:  # the entry point's (edgeq/__main__.py); the command's module is imported now
+        startup_done()
 
 
-def main() -> None:
-    """Run the ``edgeq`` command (:func:`edgeq.__main__.main` is the entry point: it guards this import too)."""
+def main(startup_done: Callable[[], None] | None = None) -> None:
+    """Run the ``edgeq`` command (:func:`edgeq.__main__.main` is the entry point: it guards this import too).
+
+    ``startup_done`` is called once the command line is parsed and the command's module imported, just
+    before the command runs.
+    """
     try:
-        cli.main(prog_name="edgeq")
+        cli.main(prog_name="edgeq", obj={"startup_done": startup_done})
     except KeyboardInterrupt:  # between click's own handlers
         click.echo("Aborted.", err=True)
         sys.exit(130)

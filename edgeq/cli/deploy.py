@@ -74,9 +74,12 @@ def deploy_cmd(
       edgeq deploy digits_int8.tflite --host pi@10.0.0.5 --target rpi4b
       edgeq deploy digits_int8.tflite -i fleet.yml --limit kitchen --canary 2
     """
+    from ..files import BackgroundDigest
+
+    hashing = BackgroundDigest(model)  # overlaps the imports below (paramiko's are most of start-up)
     from ..deploy import deploy_fleet, prepare_model
 
-    prepared = prepare_model(model, name)  # name and file checked before any connection
+    prepared = prepare_model(model, name, digest=hashing)  # name and file checked before any connection
     found = devices.resolve()
     with FleetProgress(len(found), action="deploy", total_bytes=prepared.size_bytes) as ui:
         fleet = deploy_fleet(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import posixpath
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import EdgeqError, ModelError
+from ..files import BackgroundDigest, sha256_file
 
 if TYPE_CHECKING:
     from ..inventory import Device
@@ -43,8 +43,11 @@ def validate_model_name(name: str) -> str:
     return name
 
 
-def prepare_model(path: str | Path, name: str | None = None) -> ModelFile:
-    """Check a local .tflite file, hash it and name it (``name`` defaults to the file's stem)."""
+def prepare_model(path: str | Path, name: str | None = None, *, digest: BackgroundDigest | None = None) -> ModelFile:
+    """Check a local .tflite file, hash it and name it (``name`` defaults to the file's stem).
+
+    ``digest``: the file's hash already under way (:class:`edgeq.files.BackgroundDigest`), else it is hashed here.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such file" if not path.exists() else f"{path} is not a file")
@@ -55,24 +58,16 @@ def prepare_model(path: str | Path, name: str | None = None) -> ModelFile:
             hint="give one with --name (letters, digits, '.', '_', '-')",
         )
     validate_model_name(model_name)
-    digest = hashlib.sha256()
-    size = 0
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-            digest.update(head)
-            size += len(head)
-            while block := handle.read(1 << 20):
-                digest.update(block)
-                size += len(block)
+        found = digest.result() if digest is not None else sha256_file(path)
     except OSError as exc:
         raise ModelError(f"{path}: {exc.strerror or exc}") from exc
-    if len(head) < 8 or head[4:8] != b"TFL3":
+    if len(found.head) < 8 or found.head[4:8] != b"TFL3":
         raise ModelError(
             f"{path} is not a TFLite model (no TFL3 identifier)",
             hint="deploy the .tflite file that edgeq convert wrote",
         )
-    return ModelFile(path=str(path), name=model_name, sha256=digest.hexdigest(), size_bytes=size)
+    return ModelFile(path=str(path), name=model_name, sha256=found.sha256, size_bytes=found.size)
 
 
 def model_dir(device: Device, name: str) -> str:

