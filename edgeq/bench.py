@@ -53,7 +53,7 @@ from .stats import Speedup, outliers, speedup, verdict
 if TYPE_CHECKING:
     from .connection import Connection
     from .convert import ConversionResult
-    from .inventory import Device
+    from .devices import Device
     from .targets import Target
     from .types import ConversionReport
 

@@ -26,7 +26,7 @@ from .types import to_jsonable
 
 if TYPE_CHECKING:
     from .connection import Connection
-    from .inventory import Device
+    from .devices import Device
     from .targets import Target
 
 __all__ = [

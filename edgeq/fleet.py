@@ -42,7 +42,7 @@ from .types import to_jsonable
 
 if TYPE_CHECKING:  # the connection module imports paramiko: only when a connection is really made
     from .connection import Connection
-    from .inventory import Device
+    from .devices import Device
 
 __all__ = [
     "DEFAULT_CONCURRENCY",

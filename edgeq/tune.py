@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
     from .connection import Connection
     from .deploy import ModelFile
+    from .devices import Device
     from .fleet import Connector, FleetEvents, FleetOptions, FleetResult, ProgressCallback
-    from .inventory import Device
     from .probe import ProbeOptions, ProbeResult
     from .targets import Target
     from .types import ConversionReport

@@ -170,7 +170,7 @@ class Bench:
     def library_deploy(self, device, known: Path) -> float:
         from edgeq.connection import ConnectOptions, SSHConnection
         from edgeq.deploy import deploy_to_device, prepare_model
-        from edgeq.inventory import Device
+        from edgeq.devices import Device
 
         options = ConnectOptions(known_hosts=known, system_known_hosts=None, allow_agent=False, look_for_keys=False)
         record = Device(

@@ -127,7 +127,7 @@ def main() -> None:
     from edgeq.bench import probe_device
     from edgeq.connection import LocalConnection
     from edgeq.deploy import prepare_model
-    from edgeq.inventory import Device
+    from edgeq.devices import Device
     from edgeq.probe import ProbeOptions
 
     models = build_models(args.work)

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 from edgeq.connection import ConnectOptions, SSHConnection
-from edgeq.inventory import Device
+from edgeq.devices import Device
 
 
 def options(device=None, **overrides) -> ConnectOptions:

@@ -629,8 +629,8 @@ def test_run_bench_from_the_library_over_sshd_with_a_device_down(
 
     from edgeq.bench import BenchOptions, common_target, convert_for_bench, run_bench
     from edgeq.connection import open_connection
+    from edgeq.devices import Device
     from edgeq.fleet import DeviceStatus, FleetOptions
-    from edgeq.inventory import Device
     from edgeq.probe import ProbeOptions
 
     sshd = start_device("lib")
@@ -685,7 +685,7 @@ def test_run_bench_from_the_library_over_sshd_with_a_device_down(
 def test_probe_fleet_from_the_library_on_this_machine(int8_model, tmp_path, isolated_home, monkeypatch):
     from edgeq.bench import parity_samples, probe_fleet, probe_model
     from edgeq.connection import open_connection
-    from edgeq.inventory import Device
+    from edgeq.devices import Device
     from edgeq.probe import ProbeOptions
 
     scratch = tmp_path / "tmp"

@@ -30,8 +30,8 @@ from edgeq.deploy import (
     status_fleet,
     validate_model_name,
 )
+from edgeq.devices import Device
 from edgeq.errors import EdgeqError, ModelError
-from edgeq.inventory import Device
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
 

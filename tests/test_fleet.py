@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from edgeq import deploy
 from edgeq.cli import cli
 from edgeq.connection import open_connection
+from edgeq.devices import Device
 from edgeq.errors import DeviceUnreachableError, NotAttempted, RemoteCommandError
 from edgeq.fleet import DeviceStatus, FleetOptions, Outcome, run_fleet
-from edgeq.inventory import Device
 
 
 class FakeConnection:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from edgeq.devices import Device, HostEntry, host_entries_from_specs, parse_host_spec, resolve_devices
 from edgeq.errors import EdgeqError, TargetFileError
-from edgeq.inventory import Device, HostEntry, host_entries_from_specs, load_inventory, parse_host_spec, resolve_devices
+from edgeq.inventory import load_inventory
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
 

@@ -29,7 +29,7 @@ from edgeq import remote
 from edgeq.connection import DeviceFilesMissing, LocalConnection
 from edgeq.deploy import DeviceStatus, deploy_to_device, prepare_model, rollback_device, status_of_device
 from edgeq.detect import read_facts
-from edgeq.inventory import Device
+from edgeq.devices import Device
 
 SCRIPTS_DIR = Path(remote.__file__).parent
 SHELLS = {"dash": ("dash",), "busybox": ("busybox", "sh")}

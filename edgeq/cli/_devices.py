@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from ..connection import Connection, ConnectOptions
+    from ..devices import Device, HostSpec
     from ..errors import EdgeqError
     from ..fleet import DeviceReport, FleetOptions, FleetReport
-    from ..inventory import Device, HostSpec
     from ..targets import Target
 
 __all__ = ["DeviceOptions", "FleetProgress", "HostSpecType", "device_options", "raise_for_fleet"]
@@ -56,8 +56,8 @@ class HostSpecType(click.ParamType):
     name = "USER@ADDRESS[:PORT]"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> HostSpec:
+        from ..devices import HostSpec, parse_host_spec
         from ..errors import EdgeqError
-        from ..inventory import HostSpec, parse_host_spec
 
         if isinstance(value, HostSpec):
             return value
@@ -92,7 +92,8 @@ class DeviceOptions:
         ``target_loader(name)`` loads targets (a command that uses them later passes its own cache), else
         they are loaded by name from ``targets_dir`` and the usual search path.
         """
-        from ..inventory import HostEntry, host_entries_from_specs, load_inventory, resolve_devices
+        from ..devices import HostEntry, host_entries_from_specs, resolve_devices
+        from ..inventory import load_inventory
 
         if self.hosts and self.inventory:
             raise click.UsageError("give either --host or --inventory, not both")

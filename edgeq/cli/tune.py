@@ -21,7 +21,7 @@ from ._options import (
 from ._output import print_renderables, progress_reporter
 
 if TYPE_CHECKING:
-    from ..inventory import Device
+    from ..devices import Device
     from ..targets import Target
 
 

@@ -56,7 +56,7 @@ class ConnectOptions:
     (else the user file). ``user_known_hosts`` defaults to
     ``~/.ssh/known_hosts``, resolved when used. (``~/.ssh/config`` is applied
     before a connection is made: see :func:`edgeq.connection.read_ssh_config`
-    and ``edgeq.inventory.resolve_devices``.)
+    and ``edgeq.devices.resolve_devices``.)
 
     Timeouts: ``connect_timeout_s`` bounds each step of connecting (TCP, the
     SSH greeting, the handshake, authentication); ``command_timeout_s`` a
@@ -167,7 +167,7 @@ class Connection(Protocol):
 
 
 class Endpoint(Protocol):
-    """What :func:`edgeq.connection.open_connection` needs of a device record (``edgeq.inventory.Device`` is one)."""
+    """What :func:`edgeq.connection.open_connection` needs of a device record (``edgeq.devices.Device`` is one)."""
 
     # read-only: a frozen dataclass (as Device is) provides them
     @property

@@ -75,7 +75,7 @@ from .results import (
 
 if TYPE_CHECKING:
     from ..connection import Connection
-    from ..inventory import Device
+    from ..devices import Device
 
 __all__ = [
     "DEFAULT_KEEP_VERSIONS",

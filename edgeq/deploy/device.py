@@ -30,7 +30,7 @@ from .session import FolderState, Session
 
 if TYPE_CHECKING:
     from ..connection import Connection, ProgressCallback
-    from ..inventory import Device
+    from ..devices import Device
 
 __all__ = [
     "DEFAULT_KEEP_VERSIONS",

@@ -12,7 +12,7 @@ from ..errors import EdgeqError, ModelError
 from ..files import BackgroundDigest, sha256_file
 
 if TYPE_CHECKING:
-    from ..inventory import Device
+    from ..devices import Device
 
 __all__ = ["ModelFile", "model_dir", "prepare_model", "validate_model_name"]
 

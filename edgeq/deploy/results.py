@@ -10,7 +10,7 @@ from ..fleet import DeviceStatus, Outcome, reason_of, status_of
 from ..types import to_jsonable
 
 if TYPE_CHECKING:
-    from ..inventory import Device
+    from ..devices import Device
 
 __all__ = [
     "DeployFleetResult",
