@@ -119,6 +119,8 @@ class Bench:
                 device.spec,
                 "--known-hosts",
                 str(known),
+                "--ssh-config",  # its IdentityFile; ssh -G reads ~ from the passwd entry, not $HOME
+                str(self.ssh_config),
                 "--retries",
                 "0",
             ]
@@ -351,6 +353,8 @@ class Bench:
                             str(inventory),
                             "--known-hosts",
                             str(known),
+                            "--ssh-config",
+                            str(self.ssh_config),
                             "--concurrency",
                             str(count),
                             "--retries",

@@ -29,7 +29,7 @@ from edgeq.connection import (
     local_user,
     read_ssh_config,
 )
-from edgeq.errors import DeviceAuthError, DeviceUnreachableError, RemoteCommandError
+from edgeq.errors import DeviceAuthError, DeviceUnreachableError, EdgeqError, RemoteCommandError
 
 pytestmark = pytest.mark.usefixtures("isolated_home")
 
@@ -283,16 +283,18 @@ def test_ssh_config_gives_hostname_user_port_and_identity_file(tmp_path):
     config.write_text(
         "Host kitchen-pi\n  HostName 10.1.2.3\n  User pi\n  Port 2222\n  IdentityFile ~/.ssh/kitchen\nHost *\n  User fallback\n"
     )
-    found = read_ssh_config("kitchen-pi", config)
+    no_ssh = lambda: None  # noqa: E731 - paramiko's reader, used where no ssh client is installed
+    found = read_ssh_config("kitchen-pi", config, find_ssh=no_ssh)
     assert (found.hostname, found.user, found.port) == ("10.1.2.3", "pi", 2222)
     assert found.identity_files == (os.path.expanduser("~/.ssh/kitchen"),)
-    other = read_ssh_config("10.9.9.9", config)
+    other = read_ssh_config("10.9.9.9", config, find_ssh=no_ssh)
     assert (other.hostname, other.user, other.port) == ("10.9.9.9", "fallback", None)
-    assert read_ssh_config("x", tmp_path / "missing").hostname == "x"
+    with pytest.raises(EdgeqError, match="missing"):  # as ssh -F refuses it
+        read_ssh_config("x", tmp_path / "missing", find_ssh=no_ssh)
 
 
-def test_invoke_is_imported_only_when_an_ssh_config_needs_it(tmp_path):
-    """paramiko imports invoke for `Match exec`; edgeq defers that ~45 ms import until it is used."""
+def test_invoke_is_never_imported_even_for_match_exec(tmp_path):
+    """paramiko imports invoke (~45 ms) for `Match exec`; edgeq defers it, and ssh -G now runs Match exec itself."""
     config = tmp_path / "ssh_config"
     config.write_text('Match exec "test 1 = 1"\n  HostName 127.0.0.9\n  Port 2299\n')
     code = (
@@ -302,7 +304,7 @@ def test_invoke_is_imported_only_when_an_ssh_config_needs_it(tmp_path):
         "print(before, 'invoke.context' in sys.modules, cfg.hostname, cfg.port)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "True", "127.0.0.9", "2299"]
+    assert out.stdout.split() == ["False", "False", "127.0.0.9", "2299"]
 
 
 def test_the_package_exports_its_api():

@@ -81,6 +81,8 @@ COMMAND_MODULES = {
     "probe": "probe",
     "bench": "probe",
     "tune": "tune",
+    "devices": "devices",
+    "ansible": "ansible",
 }
 
 

@@ -78,6 +78,7 @@ class DeviceOptions:
     known_hosts: Path | None = None
     trust_new_hosts: bool = False
     ssh_config: Path | None = None
+    identities: tuple[Path, ...] = ()
     concurrency: int = DEFAULT_CONCURRENCY
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
@@ -87,10 +88,11 @@ class DeviceOptions:
     def resolve(
         self, targets_dir: str | os.PathLike | None = None, target_loader: Callable[[str], Target] | None = None
     ) -> tuple[Device, ...]:
-        """The selected devices, fully resolved (inventory, ~/.ssh/config, target defaults); no connection is made.
+        """The selected devices, fully resolved (inventory, the SSH config by ``ssh -G``, target defaults); no connection.
 
         ``target_loader(name)`` loads targets (a command that uses them later passes its own cache), else
-        they are loaded by name from ``targets_dir`` and the usual search path.
+        they are loaded by name from ``targets_dir`` and the usual search path. What edgeq honours of the
+        SSH config only in part is a ``Warning:`` line on stderr; what it cannot honour is an error.
         """
         from ..devices import HostEntry, host_entries_from_specs, resolve_devices
         from ..inventory import load_inventory
@@ -105,14 +107,22 @@ class DeviceOptions:
 
             loader = functools.partial(load_target, targets_dir=targets_dir)
         if self.inventory:
-            entries = load_inventory(self.inventory).select(self.limit)
+            entries = load_inventory(self.inventory, self.limit).select()
         elif self.hosts:
             entries = host_entries_from_specs(self.hosts)
         elif self.target:
             entries = (HostEntry(name=self.target, vars={}, source="--target"),)
         else:
             raise click.UsageError("which devices? Give --host USER@ADDRESS[:PORT] (repeatable) or --inventory FILE")
-        devices = resolve_devices(entries, target=self.target, ssh_config=self.ssh_config, target_loader=loader)
+        devices = resolve_devices(
+            entries,
+            target=self.target,
+            ssh_config=self.ssh_config,
+            target_loader=loader,
+            identity_files=self.identities,
+            known_hosts=self.known_hosts,
+            warn=_echo_warning,
+        )
         if not self.hosts and not self.inventory and devices[0].transport != "local":
             raise click.UsageError(
                 f"target {self.target!r} is reached over SSH: give --host USER@ADDRESS[:PORT] or --inventory FILE"
@@ -135,9 +145,11 @@ class DeviceOptions:
     def connector(self, ui: FleetProgress | None = None) -> Callable[[Device], Connection]:
         """``connector(device)`` -> an unopened connection (it opens on first use)."""
         from ..connection import open_connection
+        from ..devices import jump_resolver
 
         options = self.connect_options(ui)
-        return lambda device: open_connection(device, options)
+        resolve_jump = jump_resolver(self.ssh_config)
+        return lambda device: open_connection(device, options, resolve_jump=resolve_jump)
 
     def fleet_options(self, canary: int = 0) -> FleetOptions:
         from ..fleet import FleetOptions
@@ -151,19 +163,19 @@ _OPTIONS = (
         "hosts",
         multiple=True,
         type=HostSpecType(),
-        help="A device: user@address[:port] (repeatable). Host aliases of ~/.ssh/config work.",
+        help="A device: user@address[:port] (repeatable). Host aliases of the SSH config work (read by ssh -G).",
     ),
     click.option(
         "-i",
         "--inventory",
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="A fleet: an Ansible YAML inventory (all:/hosts:/children:/vars:).",
+        type=click.Path(path_type=Path, dir_okay=True),
+        help="A fleet: an Ansible inventory (file or directory: YAML, INI, plugins), resolved by ansible-inventory.",
     ),
     click.option(
         "-l",
         "--limit",
         metavar="PATTERN",
-        help="With --inventory: hosts or groups, comma-separated; '*' wildcards, '!name' leaves out, '&name' intersects.",
+        help="With --inventory: an Ansible host pattern, as ansible --limit (':'/',' unions, '&', '!', [0] subscripts, ~regex).",
     ),
     click.option(
         "--target",
@@ -173,7 +185,8 @@ _OPTIONS = (
     click.option(
         "--known-hosts",
         type=click.Path(path_type=Path, dir_okay=False),
-        help="A known_hosts file read besides /etc/ssh/ssh_known_hosts and ~/.ssh/known_hosts; --trust-new-hosts writes to it.",
+        help="A known_hosts file read besides /etc/ssh/ssh_known_hosts and ~/.ssh/known_hosts (instead of the SSH "
+        "config's UserKnownHostsFile and GlobalKnownHostsFile); --trust-new-hosts writes to it.",
     ),
     click.option(
         "--trust-new-hosts",
@@ -183,7 +196,16 @@ _OPTIONS = (
     click.option(
         "--ssh-config",
         type=click.Path(path_type=Path, dir_okay=False),
-        help="SSH config file to read instead of ~/.ssh/config.",
+        help="SSH config file, as ssh -F: read instead of ~/.ssh/config and /etc/ssh/ssh_config (by ssh -G).",
+    ),
+    click.option(
+        "-k",
+        "--identity",
+        "identities",
+        multiple=True,
+        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        help="A private key file to offer first, as ssh -i (repeatable; after the host's ansible_ssh_private_key_file, "
+        "before the SSH config's). -k, because -i is --inventory.",
     ),
     click.option(
         "--concurrency",
@@ -232,6 +254,7 @@ _NAMES = (
     "known_hosts",
     "trust_new_hosts",
     "ssh_config",
+    "identities",
     "concurrency",
     "connect_timeout_s",
     "command_timeout_s",
@@ -248,6 +271,7 @@ def device_options(func: Callable[..., _R]) -> Callable[..., _R]:
         _debug_logging()
         values = {name: kwargs.pop(name) for name in _NAMES}
         values["hosts"] = tuple(values["hosts"] or ())
+        values["identities"] = tuple(values["identities"] or ())
         kwargs["devices"] = DeviceOptions(**values)
         return func(*args, **kwargs)
 
@@ -274,6 +298,10 @@ def _debug_logging() -> None:
 
 
 # --------------------------------------------------------------------------- prompts and notices
+
+
+def _echo_warning(message: str) -> None:
+    click.echo(f"Warning: {message}", err=True)
 
 
 def _echo_host_key_added(host: str, key: str, path: str) -> None:

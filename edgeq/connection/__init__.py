@@ -16,6 +16,7 @@ Modules, one concern each:
 * ``errors``: paramiko's and the socket layer's exceptions -> edgeq errors, by type;
 * ``process``: a started command's I/O (stdout and stderr drained together, one deadline);
 * ``commands``: commands under edgeq's wrapper script, and the device files they need;
+* ``jump``: jump hosts (ProxyJump): the hop records and the parser; why ProxyCommand is refused;
 * ``ssh``: ``SSHConnection`` (paramiko) and its keepalive transport;
 * ``local``: ``LocalConnection``, this machine as a device (the ``host`` target).
 """
@@ -40,6 +41,7 @@ from .base import (
 )
 from .errors import map_ssh_error
 from .hostkeys import known_hosts_token
+from .jump import JumpHost, JumpResolver, JumpSpec, jump_hosts, parse_proxy_jump, proxy_command_error
 from .local import LocalConnection
 from .ssh import SSHConnection
 from .sshconfig import SSHHostConfig, read_ssh_config
@@ -52,26 +54,45 @@ __all__ = [
     "Connection",
     "DeviceFilesMissing",
     "Endpoint",
+    "JumpHost",
+    "JumpResolver",
+    "JumpSpec",
     "LocalConnection",
     "ProgressCallback",
     "RemoteProcess",
     "SSHConnection",
     "SSHHostConfig",
+    "jump_hosts",
     "known_hosts_token",
     "local_user",
     "map_ssh_error",
     "open_connection",
+    "parse_proxy_jump",
+    "proxy_command_error",
     "read_ssh_config",
 ]
 
 
 def open_connection(
-    endpoint: Endpoint, options: ConnectOptions | None = None, *, local_home: str | os.PathLike[str] | None = None
+    endpoint: Endpoint,
+    options: ConnectOptions | None = None,
+    *,
+    local_home: str | os.PathLike[str] | None = None,
+    resolve_jump: JumpResolver | None = None,
 ) -> Connection:
-    """An unopened connection to ``endpoint``: SSH, or this machine when its transport is ``local``."""
+    """An unopened connection to ``endpoint``: SSH, or this machine when its transport is ``local``.
+
+    An endpoint's ``proxy_jump`` (OpenSSH's ProxyJump value) is followed: each
+    hop is resolved by ``resolve_jump`` (e.g. with ``ssh -G``), else taken
+    literally (see :func:`jump_hosts`).
+    """
     options = options or ConnectOptions()
     if endpoint.transport == "local":
         return LocalConnection(home=local_home, options=options, name=endpoint.name, edgeq_dir=endpoint.remote_dir)
+    options = _device_options(endpoint, options)
+    # getattr: Device gains the field in a separate change; then it joins the Endpoint protocol
+    proxy_jump: str | None = getattr(endpoint, "proxy_jump", None)
+    jump = jump_hosts(proxy_jump, resolve=resolve_jump, key_files=endpoint.key_files)
     return SSHConnection(
         endpoint.address,
         port=endpoint.port,
@@ -80,4 +101,27 @@ def open_connection(
         edgeq_dir=endpoint.remote_dir,
         options=options,
         name=endpoint.name,
+        jump=jump,
+    )
+
+
+def _device_options(endpoint: Endpoint, options: ConnectOptions) -> ConnectOptions:
+    """``options`` with what the SSH config (``ssh -G``) says for this device: known_hosts files, key sources.
+
+    A :class:`edgeq.devices.Device` records OpenSSH's UserKnownHostsFile and
+    GlobalKnownHostsFile (unless ``--known-hosts`` was given), whether ssh's
+    IdentityFile list (defaults included) is already its ``key_files``, and
+    ``IdentityAgent none``. Endpoints without these attributes keep ``options``.
+    """
+    import dataclasses
+    from pathlib import Path
+
+    user_files: tuple[str, ...] = getattr(endpoint, "known_hosts_files", ())
+    global_files: tuple[str, ...] = getattr(endpoint, "global_known_hosts_files", ())
+    return dataclasses.replace(
+        options,
+        user_known_hosts=Path(user_files[0]) if user_files else options.user_known_hosts,
+        system_known_hosts=Path(global_files[0]) if global_files else options.system_known_hosts,
+        look_for_keys=options.look_for_keys and getattr(endpoint, "default_keys", True),
+        allow_agent=options.allow_agent and getattr(endpoint, "use_agent", True),
     )

@@ -6,7 +6,10 @@ its message, in three cases a user must be told apart: no SSH greeting, a key
 exchange that outlasts the timeout, and nothing to authenticate with.
 :func:`classify_connect_failure` tells them apart by how far the connection
 got, and turns them into the typed exceptions below, which
-:func:`map_ssh_error` maps like paramiko's own.
+:func:`map_ssh_error` maps like paramiko's own. A jump host that cannot open
+the next hop's connection raises a ``ChannelException`` (elsewhere: a refused
+session) or a bare one (no answer): :class:`ForwardFailed` and
+:class:`ForwardTimeout` say so, and map to "unreachable".
 
 paramiko's tree has traps: ``NoValidConnectionsError`` and ``socket.timeout``
 are ``OSError``s; ``BadHostKeyException`` and ``AuthenticationException`` are
@@ -27,6 +30,8 @@ from .hostkeys import ChangedHostKey, UnknownHostKey, split_token
 
 __all__ = [
     "TRANSPORT_ERRORS",
+    "ForwardFailed",
+    "ForwardTimeout",
     "HandshakeTimeout",
     "NoCredentials",
     "NoGreeting",
@@ -51,6 +56,29 @@ class HandshakeTimeout(paramiko.SSHException):
 
 class NoCredentials(paramiko.AuthenticationException):
     """Authentication ended before anything was offered: no key file, agent key, ~/.ssh key or password."""
+
+
+class ForwardFailed(paramiko.SSHException):
+    """A jump host did not open its TCP connection to the next hop (``direct-tcpip`` channel open failure).
+
+    ``code`` is the SSH reason code (1: administratively prohibited, 2: connect
+    failed, ...), ``reason`` the server's description (sshd's is the connect
+    error, e.g. "Connection refused").
+    """
+
+    def __init__(self, target: str, code: int, reason: str):
+        super().__init__(f"the jump host could not connect to {target}: {reason}")
+        self.target = target
+        self.code = code
+        self.reason = reason
+
+
+class ForwardTimeout(paramiko.SSHException):
+    """A jump host did not answer a request to connect to the next hop within the timeout."""
+
+    def __init__(self, target: str):
+        super().__init__(f"no answer from the jump host about {target}")
+        self.target = target
 
 
 def classify_connect_failure(exc: paramiko.SSHException, transport: paramiko.Transport | None) -> paramiko.SSHException:
@@ -151,6 +179,21 @@ def map_ssh_error(exc: BaseException, *, device: str, action: str, timeout_s: fl
         return DeviceUnreachableError(
             f"{device}: the SSH handshake did not complete{within}",
             hint="is the device overloaded, or the link very slow? Raise --connect-timeout",
+        )
+    if isinstance(exc, ForwardFailed):
+        if exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+            return DeviceUnreachableError(
+                f"{device}: the jump host refused to forward a connection to {exc.target} ({exc.reason})",
+                hint="its sshd does not allow TCP forwarding for this user (AllowTcpForwarding, PermitOpen, DisableForwarding)",
+            )
+        return DeviceUnreachableError(
+            f"{device}: the jump host could not connect to {exc.target} ({exc.reason})",
+            hint="is the device up, and is sshd listening on that address and port? The jump host resolves the address and connects to it: check it from there",
+        )
+    if isinstance(exc, ForwardTimeout):
+        return DeviceUnreachableError(
+            f"{device}: the jump host got no answer from {exc.target}{within}",
+            hint="is the device up and reachable from the jump host? Raise --connect-timeout for slow links",
         )
     if isinstance(exc, paramiko.ChannelException):
         return RemoteCommandError(f"{device}: the server refused a session while {action}: {exc}")

@@ -17,6 +17,13 @@ made each command cost 45 ms instead of 3 ms.
 
 A password is only taken from ``EDGEQ_SSH_PASSWORD`` or an interactive
 prompt callback, and never logged nor placed in an exception message.
+
+Jump hosts (ProxyJump, :mod:`edgeq.connection.jump`): the first hop is
+connected over TCP, each next one (and the device) through a ``direct-tcpip``
+channel of the one before, used as paramiko's ``sock``. Every hop is a full
+SSH connection of its own, made the same way: its host key checked against
+known_hosts by the same policy, the same key sources, timeouts, keepalives
+and transport tweaks.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import paramiko
@@ -38,8 +45,9 @@ import paramiko
 from ..errors import DeviceAuthError, DeviceUnreachableError, EdgeqError, RemoteCommandError
 from .base import ConnectOptions, local_user
 from .commands import CommandRunner
-from .errors import TRANSPORT_ERRORS, classify_connect_failure, map_ssh_error
+from .errors import TRANSPORT_ERRORS, ForwardFailed, ForwardTimeout, classify_connect_failure, map_ssh_error
 from .hostkeys import KnownHostsPolicy, known_hosts_token, known_keys, preferred_key_types
+from .jump import JumpHost
 from .process import BufferedProcess
 
 if TYPE_CHECKING:
@@ -81,6 +89,7 @@ class _Transport(paramiko.Transport):
     """
 
     dead_reason: str | None = None
+    open_failure: str | None = None  # the server's description of the last channel open it refused
     _unanswered = 0
 
     def check_alive(self, interval_s: int, count_max: int) -> None:
@@ -115,6 +124,14 @@ class _Transport(paramiko.Transport):
         self._unanswered = 0
         return super()._parse_request_failure(m)  # type: ignore[misc]
 
+    def _parse_channel_open_failure(self, m: paramiko.Message) -> None:
+        # paramiko keeps only the reason code ("Connect failed"); sshd's description says why ("Connection refused")
+        m.get_int()  # channel
+        m.get_int()  # reason code
+        self.open_failure = m.get_text()
+        m.rewind()
+        return super()._parse_channel_open_failure(m)  # type: ignore[misc]
+
     # Nagle's algorithm on the server meets delayed ACKs here. Right after authentication sshd sends small
     # messages that want no answer (the ``hostkeys-00@openssh.com`` request, a debug message about the key's
     # options); with nothing to send back, this side's kernel delays its ACK by 40 ms, and sshd holds its next
@@ -145,6 +162,11 @@ class SSHConnection(CommandRunner):
     inventory applies ``~/.ssh/config``). Keys are tried in the order: the
     given key files, ssh-agent, ``~/.ssh/id_*``, then a password from
     ``EDGEQ_SSH_PASSWORD`` or the prompt callback.
+
+    ``jump``: the jump hosts to go through, first connected first (ProxyJump,
+    resolved: see :mod:`edgeq.connection.jump`). Each is authenticated with
+    its own key files and the same other sources; closing the connection
+    closes all of them.
     """
 
     def __init__(
@@ -157,6 +179,7 @@ class SSHConnection(CommandRunner):
         options: ConnectOptions | None = None,
         name: str | None = None,
         edgeq_dir: str = "edgeq",
+        jump: Sequence[JumpHost] = (),
     ):
         self.host = host
         self.port = port
@@ -166,21 +189,35 @@ class SSHConnection(CommandRunner):
         self.options = options or ConnectOptions()
         self.name = name or host
         self.label = self.name
+        self.jump = tuple(jump)
         self._client: paramiko.SSHClient | None = None
+        self._hops: list[paramiko.SSHClient] = []  # the jump hosts' connections, first hop first
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"SSHConnection({self.user}@{self.host}:{self.port})"
+        via = f" via {','.join(hop.destination for hop in self.jump)}" if self.jump else ""
+        return f"SSHConnection({self.user}@{self.host}:{self.port}{via})"
 
     @contextlib.contextmanager
-    def _boundary(self, action: str, timeout_s: float | None = None) -> Iterator[None]:
-        """Where paramiko meets edgeq: every paramiko call runs inside this block."""
+    def _boundary(self, action: str, timeout_s: float | None = None, who: str | None = None) -> Iterator[None]:
+        """Where paramiko meets edgeq: every paramiko call runs inside this block.
+
+        ``who`` names the hop in messages (default: the device's label).
+        """
         try:
             yield
         except EdgeqError:
             raise
         except TRANSPORT_ERRORS as exc:
-            raise map_ssh_error(exc, device=self.label, action=action, timeout_s=timeout_s) from exc
+            raise map_ssh_error(exc, device=who or self.label, action=action, timeout_s=timeout_s) from exc
+
+    def _who(self, hop: int) -> str:
+        """How messages name hop ``hop`` of the path (the device is the last): "dev via jump a@h:22", ..."""
+        chain = [jump.destination for jump in self.jump]
+        via = f" via jump {', '.join(chain[:hop])}" if hop else ""
+        if hop == len(chain):
+            return f"{self.label}{via}"
+        return f"{self.label}: jump host {chain[hop]}{via}"
 
     @property
     def transport(self) -> paramiko.Transport:
@@ -200,12 +237,60 @@ class SSHConnection(CommandRunner):
         return self
 
     def _connect(self) -> paramiko.SSHClient:
+        """Connect every jump host in turn, then the device through the last one."""
+        hops: list[paramiko.SSHClient] = []
+        try:
+            for index, jump in enumerate(self.jump):
+                via = hops[-1] if hops else None
+                user = jump.user or local_user()
+                hops.append(self._connect_hop(jump.host, jump.port, user, jump.key_files, via, self._who(index)))
+            via = hops[-1] if hops else None
+            client = self._connect_hop(self.host, self.port, self.user, self.key_files, via, self._who(len(hops)))
+        except BaseException:
+            for hop in reversed(hops):
+                with contextlib.suppress(Exception):
+                    hop.close()
+            raise
+        self._hops = hops
+        return client
+
+    def _open_socket(self, host: str, port: int, via: paramiko.SSHClient | None) -> _SocketLike:
+        """A TCP connection to ``host:port``: from here, or from the jump host ``via`` (a direct-tcpip channel)."""
+        timeout = self.options.connect_timeout_s
+        if via is None:
+            sock = socket.create_connection((host, port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small protocol messages: no Nagle delay
+            return sock
+        transport = via.get_transport()
+        assert isinstance(transport, _Transport)  # made by _connect_hop
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        transport.open_failure = None
+        try:
+            # the originator address is informational (sshd logs it); OpenSSH's ssh -W sends 127.0.0.1 and port 0 too
+            return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
+        except paramiko.ChannelException as exc:
+            raise ForwardFailed(target, exc.code, transport.open_failure or exc.text) from exc
+        except paramiko.SSHException as exc:
+            if transport.is_active():  # paramiko's only other failure on a live transport: no answer in time
+                raise ForwardTimeout(target) from exc
+            raise
+
+    def _connect_hop(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        key_files: tuple[str, ...],
+        via: paramiko.SSHClient | None,
+        who: str,
+    ) -> paramiko.SSHClient:
+        """One SSH connection (the device or a jump host), over TCP or through ``via``; errors name ``who``."""
         options = self.options
-        token = known_hosts_token(self.host, self.port)
-        for key_file in self.key_files:
+        token = known_hosts_token(host, port)
+        for key_file in key_files:
             if not os.path.isfile(key_file):
                 raise DeviceAuthError(
-                    f"{self.label}: key file {key_file} does not exist",
+                    f"{who}: key file {key_file} does not exist",
                     hint="check ansible_ssh_private_key_file / IdentityFile",
                 )
         known = known_keys(token, options.known_hosts_files())
@@ -225,17 +310,16 @@ class SSHConnection(CommandRunner):
         password = os.environ.get(options.password_env) or None
         timeout = options.connect_timeout_s
         try:
-            with self._boundary("connecting", timeout_s=timeout):
-                sock = socket.create_connection((self.host, self.port), timeout=timeout)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small protocol messages: no Nagle delay
+            with self._boundary("connecting", timeout_s=timeout, who=who):
+                sock = self._open_socket(host, port, via)
                 try:
                     client.connect(
-                        self.host,
-                        port=self.port,
-                        username=self.user,
+                        host,
+                        port=port,
+                        username=user,
                         password=password,
                         # paramiko takes a list of key files; its stubs say a single one
-                        key_filename=list(self.key_files) or None,  # type: ignore[arg-type]
+                        key_filename=list(key_files) or None,  # type: ignore[arg-type]
                         timeout=timeout
                         + 0.5,  # the handshake; a silent server fails the banner wait first, more precisely
                         banner_timeout=timeout,
@@ -249,7 +333,7 @@ class SSHConnection(CommandRunner):
                 except paramiko.SSHException as exc:
                     failure = classify_connect_failure(exc, made[-1] if made else None)
                     if isinstance(failure, paramiko.AuthenticationException) and self._prompt_for_password(
-                        client, password
+                        client, user, host, password
                     ):
                         pass  # keys failed, the password typed at the prompt was accepted
                     elif failure is exc:
@@ -262,21 +346,29 @@ class SSHConnection(CommandRunner):
         except BaseException:
             client.close()
             raise
-        log.debug("connected to %s@%s:%s", self.user, self.host, self.port)
+        log.debug("connected to %s@%s:%s%s", user, host, port, f" ({who})" if via is not None else "")
         return client
 
-    def _prompt_for_password(self, client: paramiko.SSHClient, tried: str | None) -> bool:
+    def _prompt_for_password(self, client: paramiko.SSHClient, user: str, host: str, tried: str | None) -> bool:
         """After keys failed: one interactive password attempt, if a prompt is available and none was given."""
         prompt = self.options.password_prompt
         transport = client.get_transport()
         if prompt is None or tried is not None or transport is None or not transport.is_active():
             return False
         with _PROMPT_LOCK:  # devices of a fleet ask one at a time
-            password = prompt(f"{self.user}@{self.host}")
+            password = prompt(f"{user}@{host}")
         if not password:
             return False
-        transport.auth_password(self.user, password)
+        transport.auth_password(user, password)
         return transport.is_authenticated()
+
+    def _dead_reason(self, transport: paramiko.Transport) -> str | None:
+        """Why a keepalive closed ``transport`` (the device's) or one of its jump hosts, if one did."""
+        hops = [hop.get_transport() for hop in reversed(self._hops)]
+        for candidate in (transport, *hops):
+            if isinstance(candidate, _Transport) and candidate.dead_reason:
+                return candidate.dead_reason
+        return None
 
     def _spawn(self, line: str, command: str, name: str | None, timeout_s: float) -> BufferedProcess:
         transport = self.transport
@@ -290,10 +382,13 @@ class SSHConnection(CommandRunner):
         return _SSHProcess(self, channel, command, timeout_s, name)
 
     def _close_client(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.close()
-            self._client = None
+        """Close the device's connection, then each jump host's, last hop first."""
+        for client in [self._client, *reversed(self._hops)]:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+        self._client = None
+        self._hops = []
 
     def close(self) -> None:
         with self._lock:
@@ -367,7 +462,7 @@ class _SSHProcess(BufferedProcess):
             return chan.exit_status
         transport = chan.get_transport()
         if transport is None or not transport.is_active():
-            reason = transport.dead_reason if isinstance(transport, _Transport) else None
+            reason = self._connection._dead_reason(transport) if transport is not None else None
             raise EOFError(reason or "the connection closed")
         raise RemoteCommandError(f"{self.label}: `{self.name}` ended without an exit status (killed by a signal?)")
 

@@ -37,6 +37,7 @@ __all__ = [
     "deploy_to_device",
     "remove_from_device",
     "rollback_device",
+    "rollback_target",
     "status_of_device",
 ]
 
@@ -188,7 +189,7 @@ def rollback_device(conn: Connection, device: Device, name: str, to: str | None 
         state = _switch_state(session, device)
         previous = state.current
         try:
-            target = _rollback_target(state, to)
+            target = rollback_target(state, to)
         except EdgeqError:
             session.send("quit")
             raise
@@ -219,7 +220,7 @@ def rollback_device(conn: Connection, device: Device, name: str, to: str | None 
     )
 
 
-def _rollback_target(state: FolderState, to: str | None) -> str:
+def rollback_target(state: FolderState, to: str | None) -> str:
     """The version ``to`` names (a unique prefix), else the last one active before the current one and still there."""
     if to:
         matches = [v for v in state.versions if v.startswith(to.lower())]
