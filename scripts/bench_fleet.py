@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 import sshd  # noqa: E402  (tests/sshd.py: real sshd devices on loopback)
+from bench_deploy import timed, write_model  # noqa: E402  (the deploy benchmark's helpers, beside this script)
 
 BIN = ROOT / ".venv" / "bin"
 EDGEQ = [str(BIN / "edgeq")] if (BIN / "edgeq").exists() else [sys.executable, "-m", "edgeq"]
@@ -65,19 +66,6 @@ MB = 1_000_000
 def program(name: str) -> str:
     found = BIN / name
     return str(found) if found.exists() else (shutil.which(name) or name)
-
-
-def timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
-def write_model(path: Path, size: int, seed: int) -> Path:
-    import random
-
-    path.write_bytes(b"\x1c\x00\x00\x00TFL3" + random.Random(seed).randbytes(size - 8))
-    return path
 
 
 def pid_alive(pid: int) -> bool:

@@ -272,22 +272,16 @@ class ModelRead:
 def read_model(conn: Connection, device: Device, name: str) -> ModelRead:
     """The state of ``name`` on the device, its manifest (history included) and the active file's check.
 
-    The same script and protocol as :func:`edgeq.deploy.status_of_device`,
-    which keeps only what ``edgeq status`` shows: check mode and
-    ``model_info`` need the manifest's history too.
+    Read as :func:`edgeq.deploy.status_of_device` reads it (:func:`edgeq.deploy.device.read_status`), which
+    keeps only what ``edgeq status`` shows: check mode and ``model_info`` need the manifest's history too.
     """
-    from ..deploy import model_dir, validate_model_name
-    from ..deploy.session import Session
+    from ..deploy.device import read_status
 
-    validate_model_name(name)
-    with Session(conn, "status", model_dir(device, name), device.python) as session:
-        state = session.state(ready=False)
-        if state is None:
-            session.finish()
-            return ModelRead(state=None)
-        kind, rest = session.expect("verified", "damaged", "inactive")
-        session.finish()
-    return ModelRead(state=state, verdict=kind, detail=rest if kind == "damaged" else None)
+    found = read_status(conn, device, name)
+    if found is None:
+        return ModelRead(state=None)
+    state, verdict, detail = found
+    return ModelRead(state=state, verdict=verdict, detail=detail)
 
 
 # --------------------------------------------------------------------------- edgeq.fleet.model

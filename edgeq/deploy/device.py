@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_KEEP_VERSIONS",
     "deploy_to_device",
+    "read_status",
     "remove_from_device",
     "rollback_device",
     "rollback_target",
@@ -147,26 +148,39 @@ def _upload(
     return sent
 
 
-def status_of_device(conn: Connection, device: Device, name: str) -> DeviceResult:
-    """The active version of ``name`` on one device and whether its file still matches its sha256.
+def read_status(conn: Connection, device: Device, name: str) -> tuple[FolderState, str, str | None] | None:
+    """The read-only status dialogue (no lock): the folder's state, manifest included, and the active file's check.
 
-    A model that is absent, has no active version or does not match its sha256
-    raises :class:`~edgeq.deploy.ModelCheckError`, with what was read on the device.
+    The check is ``verified``, ``damaged`` (with why, the third item) or ``inactive``; None when there is no
+    model folder. :func:`status_of_device` and the Ansible collection's check mode both read through this.
     """
     validate_model_name(name)
     with Session(conn, "status", model_dir(device, name), device.python) as session:
         state = session.state(ready=False)
         if state is None:
             session.finish()
-            raise ModelCheckError(f"{device.name}: no model named {name!r} on the device")
+            return None
         kind, rest = session.expect("verified", "damaged", "inactive")
         session.finish()
+    return state, kind, rest if kind == "damaged" else None
+
+
+def status_of_device(conn: Connection, device: Device, name: str) -> DeviceResult:
+    """The active version of ``name`` on one device and whether its file still matches its sha256.
+
+    A model that is absent, has no active version or does not match its sha256
+    raises :class:`~edgeq.deploy.ModelCheckError`, with what was read on the device.
+    """
+    found = read_status(conn, device, name)
+    if found is None:
+        raise ModelCheckError(f"{device.name}: no model named {name!r} on the device")
+    state, kind, rest = found
     intact = None if kind == "inactive" else kind == "verified"
     model_state = ModelState(
         name=name,
         current=state.current,
         intact=intact,
-        detail=rest if kind == "damaged" else None,
+        detail=rest,
         versions=version_infos(state.manifest, state.versions, state.current),
         free_bytes=state.free_bytes,
     )
