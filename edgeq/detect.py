@@ -58,8 +58,14 @@ class DeviceFacts:
     os: str | None  # PRETTY_NAME
     python: str | None  # path of the device's Python; None: not found
     python_version: str | None
-    runtimes: dict[str, str]  # "tflite-runtime" -> "2.14.0"; numpy too
-    broken_runtimes: dict[str, str]  # installed but failing to import: the error
+    runtimes: dict[str, str]  # "tflite-runtime" -> "2.14.0"; numpy too (each imported, and ran a tiny model)
+    broken_runtimes: dict[str, str]  # installed but failing to import or to run: the error
+    numpy_with: dict[str, str] = dataclasses.field(default_factory=dict)  # runtime -> the numpy it imported with
+    numpy_abi: tuple[str, ...] = ()  # runtimes built for NumPy 1.x that failed under NumPy 2
+    libc: str | None = None  # "glibc 2.36"
+    runtime_env: str | None = None  # the folder `edgeq provision` installed a runtime into, when there is one
+    disk_free_mb: int | None = None  # free space where edgeq keeps its files
+    memory_available_mb: int | None = None  # MemAvailable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,10 +96,14 @@ class Detection:
         return data
 
 
-def read_facts(conn: Connection, device: Device) -> DeviceFacts:
-    """Run the facts script on the device (one command) and parse what it printed."""
+def read_facts(conn: Connection, device: Device, *, quick: bool = False) -> DeviceFacts:
+    """Run the facts script on the device (one command) and parse what it printed.
+
+    ``quick``: the runtimes are only looked up, not imported and run (what a deploy needs to know).
+    """
     script = remote.script("detect.sh", conn.edgeq_dir)
-    command = remote.script_command(script, device.python or "python3")
+    args = (device.python or "python3", conn.edgeq_dir) + (("quick",) if quick else ())
+    command = remote.script_command(script, *args)
     result = conn.run(command, conn.options.command_timeout_s, label="detect", requires=(script,))
     return parse_facts(result.stdout, device=device.name)
 
@@ -135,10 +145,20 @@ def parse_facts(text: str, device: str = "device") -> DeviceFacts:
     cpu_model, features = cpu_facts_from_cpuinfo(cpuinfo, arch)
     cores = _first_int(sections.get("nproc", []))
     khz = _first_int(sections.get("maxfreq", []))
-    memory_kb = None
+    memory_kb = available_kb = None
     for line in sections.get("meminfo", []):
-        if line.startswith("MemTotal:"):
-            memory_kb = _first_int([line.split(":", 1)[1].split()[0]])
+        key, _, rest = line.partition(":")
+        if key in ("MemTotal", "MemAvailable") and rest.split():
+            value = _first_int([rest.split()[0]])
+            if key == "MemTotal":
+                memory_kb = value
+            else:
+                available_kb = value
+    disk_kb = None
+    for line in sections.get("disk", []):
+        fields = line.split()
+        if len(fields) >= 4 and fields[3].isdigit():  # df -P: filesystem, blocks, used, available, ...
+            disk_kb = int(fields[3])
     release = dict(_os_release(sections.get("os-release", [])))
     board = " ".join(sections.get("model", [])).strip() or None
     return DeviceFacts(
@@ -157,6 +177,12 @@ def parse_facts(text: str, device: str = "device") -> DeviceFacts:
         python_version=info.get("version"),
         runtimes={k: str(v) for k, v in (info.get("runtimes") or {}).items()},
         broken_runtimes={k: str(v) for k, v in (info.get("broken") or {}).items()},
+        numpy_with={k: str(v) for k, v in (info.get("numpy_with") or {}).items()},
+        numpy_abi=tuple(str(k) for k in info.get("numpy_abi") or ()),
+        libc=(str(info["libc"]).strip() or None) if info.get("libc") else None,
+        runtime_env=info.get("env") or None,
+        disk_free_mb=disk_kb // 1024 if disk_kb is not None else None,
+        memory_available_mb=available_kb // 1024 if available_kb is not None else None,
     )
 
 

@@ -24,7 +24,8 @@ A more specific case is a subclass, so that code can tell it apart by type:
     ├── PartialFailure              exit 12  "partial-failure"   devices of a fleet failed in different ways
     │   └── NotAttempted                     "skipped"           a device left out after a failed canary
     ├── ModelStateError             exit 1   "model-state"       a model on a device is absent or damaged, or lacks that version
-    └── BudgetNotMet (edgeq.tune)   exit 13  "budget-not-met"    no candidate within the accuracy budget
+    ├── BudgetNotMet (edgeq.tune)   exit 13  "budget-not-met"    no candidate within the accuracy budget
+    └── DeviceNotReady              exit 14  "not-ready"         a device fails the checks of edgeq doctor (run before deploy, probe, ...)
 
 Exit code 2 is click's: bad command-line usage; 130 is an interrupt (Ctrl-C).
 How a fleet's failures become one exit code is ``edgeq.cli._devices.raise_for_fleet``'s rule.
@@ -37,6 +38,7 @@ __all__ = [
     "CommandTimeoutError",
     "ConversionError",
     "DeviceAuthError",
+    "DeviceNotReady",
     "DeviceUnreachableError",
     "EdgeqError",
     "HostKeyError",
@@ -140,6 +142,14 @@ class ModelStateError(EdgeqError):
     """A model on a device is absent, has no active version or is damaged, or has no such version (status, rollback, remove)."""
 
     kind = "model-state"
+
+
+class DeviceNotReady(EdgeqError):
+    """A device cannot run what was asked: no working runtime, a runtime too old for the model's kernels,
+    a full disk, a target file that does not describe it (``edgeq doctor`` lists each problem and its fix)."""
+
+    exit_code = 14
+    kind = "not-ready"
 
 
 def error_class(kind: str) -> type[EdgeqError]:

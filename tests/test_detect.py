@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import textwrap
-from pathlib import Path
 
 import pytest
 from _remote import as_device, ssh
 from click.testing import CliRunner
+from test_bench import device_pythons  # noqa: F401 - session fixture: device Pythons with each runtime
 
 from edgeq.cli import cli
 from edgeq.detect import DeviceFacts, detect_device, match_targets, parse_facts, read_facts, suggest_target_toml
@@ -129,41 +129,38 @@ def test_the_suggested_toml_is_a_valid_target(tmp_path):
     )
 
 
-def _fake_runtimes(device) -> None:
-    """A tflite_runtime that imports and an ai_edge_litert that does not, in the device user's site-packages."""
+def _broken_litert_in_edgeq_env(device, python) -> None:
+    """An ai_edge_litert that does not import, in the runtime folder edgeq provision keeps (first on the path)."""
     import subprocess
 
-    site = subprocess.run(
-        ["/usr/bin/python3", "-c", "import site; print(site.getusersitepackages())"],
+    tag = subprocess.run(
+        [str(python), "-c", "import platform, sys; print('py%d%d-%s' % (*sys.version_info[:2], platform.machine()))"],
         capture_output=True,
         text=True,
-        env={"HOME": str(device.home)},
+        check=True,
     ).stdout.strip()
-    root = Path(site)
-    (root / "tflite_runtime").mkdir(parents=True)
-    (root / "tflite_runtime" / "__init__.py").write_text("")
-    (root / "tflite_runtime" / "interpreter.py").write_text("class Interpreter: pass\n")
-    (root / "tflite_runtime-2.14.0.dist-info").mkdir()
-    (root / "tflite_runtime-2.14.0.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: tflite-runtime\nVersion: 2.14.0\n"
-    )
-    (root / "ai_edge_litert").mkdir()
+    root = device.home / "edgeq" / "runtime" / tag
+    (root / "ai_edge_litert").mkdir(parents=True)
     (root / "ai_edge_litert" / "__init__.py").write_text("")
     (root / "ai_edge_litert" / "interpreter.py").write_text(
         "raise ImportError('numpy.core.multiarray failed to import')\n"
     )
-    subprocess.run(["chown", "-R", f"{device.uid}", str(device.home / ".local")], check=True)
+    subprocess.run(["chown", "-R", f"{device.uid}", str(device.home / "edgeq")], check=True)
 
 
-def test_facts_from_a_real_device(device):
-    _fake_runtimes(device)
-    dev = as_device(device, python="/usr/bin/python3")
+def test_facts_from_a_real_device(device, device_pythons):
+    python = device_pythons["tflite-runtime"]
+    _broken_litert_in_edgeq_env(device, python)
+    dev = as_device(device, python=str(python))
     with ssh(device) as conn:
         facts = read_facts(conn, dev)
         detection = detect_device(conn, dev, list_targets())
     assert facts.arch == "x86_64" and facts.cores and facts.memory_mb and facts.os and facts.kernel
-    assert facts.python == "/usr/bin/python3" and facts.python_version.startswith("3.")
-    assert facts.runtimes.get("tflite-runtime") == "2.14.0"
+    assert facts.python == str(python) and facts.python_version.startswith("3.")
+    assert facts.runtimes.get("tflite-runtime") == "2.14.0"  # imported, and ran the tiny model
+    assert facts.numpy_with["tflite-runtime"].startswith("1.")
+    assert facts.runtime_env == str(device.home / "edgeq" / "runtime" / f"py311-{facts.arch}")
+    assert facts.disk_free_mb and facts.memory_available_mb and facts.libc.startswith("glibc")
     assert "numpy.core.multiarray" in facts.broken_runtimes["ai-edge-litert"]
     assert (
         detection.matches[0].target == "x86_64-linux"

@@ -66,10 +66,32 @@ def test_every_device_script_is_shellcheck_clean():
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (scripts/bootstrap.sh installs it)")
     scripts = sorted(SCRIPTS_DIR.glob("*.sh"))
-    assert {p.name for p in scripts} == set(remote.SCRIPTS)
+    assert {p.name for p in scripts} == {s for s in remote.SCRIPTS if s.endswith(".sh")}
     for script in scripts:
         done = subprocess.run([shellcheck, "--shell=sh", str(script)], capture_output=True, text=True)
         assert done.returncode == 0, f"{script.name}:\n{done.stdout}{done.stderr}"
+
+
+def test_the_python_device_script_is_python_3_7_and_standard_library_only():
+    """runtime.py runs with the device's Python (3.7 or newer), before any runtime or numpy is there."""
+    import ast
+    import sys
+
+    source = (SCRIPTS_DIR / "runtime.py").read_text()
+    tree = ast.parse(source, feature_version=(3, 7))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+
+
+def test_the_tiny_model_is_the_same_in_both_device_scripts():
+    """detect.sh and runtime.py check a runtime with the same tiny model (relu(2x + 1) on 4 values)."""
+    import re
+
+    detect = re.search(r'^TINY = "([A-Za-z0-9+/=]+)"$', (SCRIPTS_DIR / "detect.sh").read_text(), re.MULTILINE)
+    runtime = re.search(r"^TINY = \(\n(.*?)\n\)", (SCRIPTS_DIR / "runtime.py").read_text(), re.MULTILINE | re.DOTALL)
+    assert detect and runtime
+    assert "".join(re.findall(r'"([^"]+)"', runtime.group(1))) == detect.group(1)
 
 
 def test_scripts_are_read_from_the_package_and_named_by_their_hash():

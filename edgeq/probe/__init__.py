@@ -51,6 +51,7 @@ BEGIN = "@@EDGEQ-PROBE-BEGIN@@"
 END = "@@EDGEQ-PROBE-END@@"
 DEFAULT_RUNTIMES = RUNTIMES  # in order of preference
 THROTTLE_NOW_BITS = 0xF  # Raspberry Pi get_throttled: under-voltage, arm freq capped, throttled, soft temp limit
+RUNTIME_FOLDER = "runtime"  # under edgeq's folder: py<major><minor>-<machine>/ per Python, made by edgeq provision
 HOT_C = 80.0  # the Pi firmware starts to throttle at 80-85 C
 
 
@@ -173,8 +174,12 @@ def probe_command(
     threads: int | None,
     samples: str | None = None,
     return_outputs: bool = False,
+    env_root: str | None = None,
 ) -> str:
-    """The shell command that runs the probe; every argument quoted."""
+    """The shell command that runs the probe; every argument quoted.
+
+    ``env_root``: edgeq's folder on the device (its ``runtime`` folder holds what ``edgeq provision`` installed).
+    """
     args = [
         python,
         script,
@@ -197,6 +202,8 @@ def probe_command(
         "--threads",
         str(threads or 0),
     ]
+    if env_root is not None:
+        args += ["--env-root", posixpath.join(env_root, RUNTIME_FOLDER)]
     if options.runtime:
         args += ["--runtime", options.runtime]
     else:
@@ -358,7 +365,9 @@ def run_probe(
     # the probe program (and the samples) are uploaded only when the device lacks them: no round trip of their own
     files = [probe_file(remote_dir)] + ([_samples_file(remote_dir, Path(samples))] if samples is not None else [])
     remote_samples = files[1].path if samples is not None else None
-    command = probe_command(python, files[0].path, remote_model, options, threads, remote_samples, return_outputs)
+    command = probe_command(
+        python, files[0].path, remote_model, options, threads, remote_samples, return_outputs, env_root=remote_dir
+    )
     try:
         result = conn.run(command, timeout_s=options.timeout_s, check=False, label="probe", requires=files)
     except CommandTimeoutError as exc:

@@ -312,12 +312,31 @@ def parse_args(argv):
     p.add_argument("--samples", default=None, help=".npz of real input samples")
     p.add_argument("--return-outputs", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--env-root",
+        default=None,
+        help="edgeq's runtime folders (edgeq provision): ENV_ROOT/py<major><minor>-<machine> goes first on the import path",
+    )
     return p.parse_args(argv)
+
+
+def use_runtime_env(env_root):
+    """Put the runtime folder `edgeq provision` made for this Python and machine first on the import path."""
+    if not env_root:
+        return None
+    folder = os.path.join(
+        os.path.expanduser(env_root), "py%d%d-%s" % (sys.version_info[0], sys.version_info[1], platform.machine())
+    )
+    if os.path.isdir(folder):
+        sys.path.insert(0, os.path.abspath(folder))
+        return folder
+    return None
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        use_runtime_env(args.env_root)
         document = probe(args)
     except ProbeFailure as exc:
         _emit({"probe_version": PROBE_VERSION, "ok": False, "error": str(exc), "error_kind": exc.kind})

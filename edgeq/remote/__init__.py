@@ -6,7 +6,8 @@ The scripts beside this file are the only shell edgeq runs on devices:
   timeout watchdog, the check that the files it needs are on the device);
 * ``deploy.sh``: deploy, rollback, status and remove of one model folder;
 * ``detect.sh``: what a device is (``edgeq targets detect``);
-* ``put.sh``: the atomic upload of one file (``Connection.put``).
+* ``put.sh``: the atomic upload of one file (``Connection.put``);
+* ``runtime.py``: edgeq's runtime folder (``edgeq provision``), run with the device's Python.
 
 They are read with :mod:`importlib.resources` and kept on each device once
 per content, like the probe program: under ``<edgeq folder>/scripts/`` with
@@ -47,7 +48,7 @@ __all__ = [
     "script_source",
 ]
 
-SCRIPTS = ("wrapper.sh", "deploy.sh", "detect.sh", "put.sh")
+SCRIPTS = ("wrapper.sh", "deploy.sh", "detect.sh", "put.sh", "runtime.py")
 MISSING_STATUS = 97
 MISSING_MARKER = "edgeq-missing "
 TIMEOUT_MARKER = "edgeq-watchdog: "
@@ -85,8 +86,8 @@ def script_source(name: str) -> bytes:
 def script(name: str, edgeq_dir: str) -> DeviceFile:
     """Where a device whose edgeq folder is ``edgeq_dir`` keeps the script ``name``, and its text."""
     data = script_source(name)
-    stem = name.rsplit(".", 1)[0]
-    return DeviceFile.at(posixpath.join(edgeq_dir, "scripts"), f"{stem}-{content_digest(data)}.sh", data)
+    stem, _, suffix = name.rpartition(".")
+    return DeviceFile.at(posixpath.join(edgeq_dir, "scripts"), f"{stem}-{content_digest(data)}.{suffix}", data)
 
 
 def script_command(file: DeviceFile, *args: str) -> str:
