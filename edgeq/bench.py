@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .convert import ConversionResult
     from .devices import Device
+    from .doctor import Checks
     from .targets import Target
     from .types import ConversionReport
 
@@ -341,8 +342,11 @@ def probe_device(
     target: Target | None = None,
     threads: int | None = None,
     parity: ParitySamples | None = None,
+    checks: Checks | None = None,
 ) -> tuple[ProbeResult, Parity | None]:
-    """``edgeq probe`` on one device: upload ``model``, time it, and check parity when samples are given."""
+    """``edgeq probe`` on one device: check it, upload ``model``, time it, and check parity when samples are given."""
+    if checks is not None:
+        checks.run(conn, device, "probe", target)
     deploy_for_probe(conn, device, model)
     prober = DeviceProber(conn, device, options, target=target, threads=threads)
     result = prober.probe(model)
@@ -365,12 +369,15 @@ def probe_fleet(
     parity: ParitySamples | None = None,
     fleet_options: FleetOptions = FleetOptions(),
     events: FleetEvents | None = None,
+    checks: Checks | None = None,
 ) -> FleetResult[ProbeOutcome]:
     """``edgeq probe``: :func:`probe_device` on every device (see :func:`edgeq.fleet.run_fleet`)."""
     targets = device_targets or _no_target
 
     def operation(conn: Connection, device: Device, _progress: ProgressCallback) -> ProbeOutcome:
-        return probe_device(conn, device, model, options, target=targets(device.target), threads=threads, parity=parity)
+        return probe_device(
+            conn, device, model, options, target=targets(device.target), threads=threads, parity=parity, checks=checks
+        )
 
     return run_fleet(devices, operation, connect=connect, options=fleet_options, events=events, action="probe")
 
@@ -388,10 +395,14 @@ def bench_device(
     target: Target | None = None,
     parity: ParitySamples | None = None,
     say: Say | None = None,
+    checks: Checks | None = None,
 ) -> DeviceBench:
-    """Deploy ``models`` ({"float32": ..., "int8": ...}) to one device and compare them there."""
+    """Check the device, deploy ``models`` ({"float32": ..., "int8": ...}) to it and compare them there."""
     say = say or (lambda _msg: None)
     name = device.name
+    if checks is not None:
+        say(f"{name}: checking the device")
+        checks.run(conn, device, "bench", target)
     for label, model in models.items():
         say(f"{name}: deploying {label} ({model.size_bytes} bytes)")
         deploy_for_probe(conn, device, model)
@@ -547,6 +558,7 @@ def run_bench(
     fleet_options: FleetOptions = FleetOptions(),
     events: FleetEvents | None = None,
     say: Say | None = None,
+    checks: Checks | None = None,
 ) -> tuple[BenchReport, FleetResult[DeviceBench]]:
     """``edgeq bench`` on every device: :func:`bench_device` through :func:`edgeq.fleet.run_fleet`.
 
@@ -558,7 +570,9 @@ def run_bench(
     pair = models.by_label()
 
     def operation(conn: Connection, device: Device, _progress: ProgressCallback) -> DeviceBench:
-        return bench_device(conn, device, pair, options, target=targets(device.target), parity=models.parity, say=say)
+        return bench_device(
+            conn, device, pair, options, target=targets(device.target), parity=models.parity, say=say, checks=checks
+        )
 
     fleet = run_fleet(devices, operation, connect=connect, options=fleet_options, events=events, action="bench")
     benches = []

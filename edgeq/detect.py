@@ -131,11 +131,15 @@ def parse_facts(text: str, device: str = "device") -> DeviceFacts:
     python_lines = sections.get("python", [])
     python_path = python_lines[0].strip() if python_lines and python_lines[0].strip() != "-" else None
     info: dict[str, Any] = {}
-    if python_path and len(python_lines) > 1:
+    python_error = None
+    if python_path:
         try:
-            info = json.loads(python_lines[-1])
-        except json.JSONDecodeError:
+            info = json.loads(python_lines[-1]) if len(python_lines) > 1 else {}
+            if not isinstance(info, dict):
+                raise ValueError("not an object")
+        except ValueError:
             info = {}
+            python_error = (python_lines[-1].strip() if len(python_lines) > 1 else "") or "no output"
     bits = uname[2].strip() or str(info.get("bits") or "")
     if bits == "32" and arch == "aarch64":
         arch = "armv7l"  # a 32-bit userland (Raspberry Pi OS 32-bit) on a 64-bit kernel
@@ -176,7 +180,8 @@ def parse_facts(text: str, device: str = "device") -> DeviceFacts:
         python=python_path,
         python_version=info.get("version"),
         runtimes={k: str(v) for k, v in (info.get("runtimes") or {}).items()},
-        broken_runtimes={k: str(v) for k, v in (info.get("broken") or {}).items()},
+        broken_runtimes={k: str(v) for k, v in (info.get("broken") or {}).items()}
+        | ({"python": python_error[-300:]} if python_error else {}),
         numpy_with={k: str(v) for k, v in (info.get("numpy_with") or {}).items()},
         numpy_abi=tuple(str(k) for k in info.get("numpy_abi") or ()),
         libc=(str(info["libc"]).strip() or None) if info.get("libc") else None,

@@ -25,7 +25,7 @@ import functools
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .targets import Target
 
 __all__ = [
+    "Checks",
     "Checkup",
     "ModelNeeds",
     "Problem",
@@ -84,6 +85,11 @@ class ModelNeeds:
     flex_ops: tuple[str, ...]
     min_runtime_version: str | None  # the converter's, in TensorFlow's numbering
     memory_mb: float | None  # peak memory of load + allocate + one run on the host interpreter; None: not measured
+
+    @classmethod
+    def of_size(cls, path: str | Path, size_bytes: int) -> ModelNeeds:
+        """Only the size (what a deploy checks): no flatbuffer read, no interpreter."""
+        return cls(str(path), size_bytes, (), (), (), None, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +232,17 @@ def diagnose(
             )
         )
         return tuple(problems)
-    version = facts.python_version or "0"
+    if facts.python_version is None:
+        problems.append(
+            Problem(
+                "python",
+                f"`{facts.python}` runs but does not work as a Python "
+                f"(its last words: {facts.broken_runtimes.get('python', 'none')})",
+                "check it on the device, or name another (edgeq_python / ansible_python_interpreter, python in the target)",
+            )
+        )
+        return tuple(problems)
+    version = facts.python_version
     if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < MIN_PYTHON:
         problems.append(
             Problem(
@@ -306,7 +322,7 @@ def _runtime_problems(facts: DeviceFacts, target: Target | None, forced: str | N
             )
         )
     for rt, why in facts.broken_runtimes.items():
-        if rt in facts.numpy_abi or rt == "numpy":
+        if rt in facts.numpy_abi or rt in ("numpy", "python"):
             continue
         problems.append(
             Problem(
@@ -452,6 +468,20 @@ def preflight(
             hint="; ".join(dict.fromkeys(p.fix for p in blocking)) + " (or --skip-checks to go on anyway)",
         )
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class Checks:
+    """The checks a command runs on each device before its work (:func:`preflight`); None: ``--skip-checks``."""
+
+    needs: tuple[ModelNeeds, ...] = ()
+    targets: Callable[[str | None], Target | None] = lambda _name: None
+    runtime: str | None = None
+    quick: bool = False
+
+    def run(self, conn: Connection, device: Device, action: str, target: Target | None = None) -> Checkup:
+        target = target if target is not None else self.targets(device.target)
+        return preflight(conn, device, self.needs, target, runtime=self.runtime, quick=self.quick, action=action)
 
 
 def provision_command(device: Device) -> str:

@@ -26,6 +26,7 @@ A more specific case is a subclass, so that code can tell it apart by type:
     ├── ModelStateError             exit 1   "model-state"       a model on a device is absent or damaged, or lacks that version
     ├── BudgetNotMet (edgeq.tune)   exit 13  "budget-not-met"    no candidate within the accuracy budget
     └── DeviceNotReady              exit 14  "not-ready"         a device fails the checks of edgeq doctor (run before deploy, probe, ...)
+        └── ProvisionError (edgeq.provision)  "no-wheel"         no runtime wheel fits the device, or the host cannot get one
 
 Exit code 2 is click's: bad command-line usage; 130 is an interrupt (Ctrl-C).
 How a fleet's failures become one exit code is ``edgeq.cli._devices.raise_for_fleet``'s rule.

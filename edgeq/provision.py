@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import remote
-from .errors import DeviceNotReady, EdgeqError, ProbeOutputError, RemoteCommandError
+from .errors import DeviceNotReady, ProbeOutputError, RemoteCommandError
 from .probe import RUNTIME_FOLDER
 
 if TYPE_CHECKING:
@@ -67,11 +67,10 @@ MIN_NUMPY = "1.23.2"  # both runtimes' requirement
 _SAVED = re.compile(r"^\s*(?:Saved|File was already downloaded)\s+(\S+\.whl)\s*$")
 
 
-class ProvisionError(EdgeqError):
+class ProvisionError(DeviceNotReady):
     """No wheel fits the device, or the host cannot get it (offline, no pip)."""
 
-    exit_code = DeviceNotReady.exit_code
-    kind = "not-ready"
+    kind = "no-wheel"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .deploy import ModelFile
     from .devices import Device
+    from .doctor import Checks
     from .fleet import Connector, FleetEvents, FleetOptions, FleetResult, ProgressCallback
     from .probe import ProbeOptions, ProbeResult
     from .targets import Target
@@ -878,6 +879,7 @@ def run_tune(
     probe_options: ProbeOptions | None = None,
     rounds: int = 2,
     say: Say | None = None,
+    checks: Checks | None = None,
 ) -> tuple[TuneReport, dict[str, Any], FleetResult[DeviceChoice] | None]:
     """The whole of ``edgeq tune``: returns (report, written files, fleet result or None).
 
@@ -961,8 +963,17 @@ def run_tune(
             raise ValueError("run_tune: devices need a connect function")
         timing = probe_options or ProbeOptions()
 
+        if checks is not None:  # the candidates' own kernels were matched to the targets by the search
+            from .doctor import ModelNeeds
+
+            checks = dataclasses.replace(
+                checks, needs=tuple(ModelNeeds.of_size(f.path, f.size_bytes) for f in files.values())
+            )
+
         def operation(conn: Connection, device: Device, _progress: ProgressCallback) -> DeviceChoice:
             dev_target = device_targets(device.target) if device_targets else None
+            if checks is not None:
+                checks.run(conn, device, "tune", dev_target)
             return probe_candidates(
                 conn, device, files, timing, target=dev_target, rounds=rounds, within=names_within, say=say
             )

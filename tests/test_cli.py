@@ -187,8 +187,8 @@ def _failing_fleet(kind: str, count: int, start_device, tmp_path) -> tuple[list[
             extra["edgeq_python"] = str(garbage)
         hosts[d.name] = _ssh_vars(d, **extra)
     known.write_text("".join(line + "\n" for line in lines))
-    command = "probe" if kind == "probe-output" else "deploy"
-    return [command, model, "--known-hosts", str(known)], hosts
+    command = ["probe", "--skip-checks"] if kind == "probe-output" else ["deploy"]
+    return [*command, model, "--known-hosts", str(known)], hosts
 
 
 EXIT_CODES = {

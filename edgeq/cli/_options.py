@@ -249,3 +249,15 @@ def probe_timeout(timeout_s: float, devices: DeviceOptions) -> float:
     if source not in (None, click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP):
         return timeout_s
     return max(timeout_s, devices.command_timeout_s)
+
+
+# --------------------------------------------------------------------------- the device checks
+
+
+def skip_checks_option(func: _F) -> _F:
+    """``--skip-checks``: do not run edgeq doctor's checks on each device before the work."""
+    return click.option(
+        "--skip-checks",
+        is_flag=True,
+        help="Do not check each device first (edgeq doctor's checks: target, disk, runtime, the model's kernels).",
+    )(func)

@@ -19,6 +19,7 @@ import click
 
 from . import cli
 from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
+from ._options import TargetCache, skip_checks_option
 from ._output import print_renderables
 
 if TYPE_CHECKING:
@@ -56,9 +57,16 @@ are in the table and in --json.
     help="Deploy to the first N devices first; stop the rollout if any of them fails.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON on stdout.")
+@skip_checks_option
 @device_options
 def deploy_cmd(
-    model: Path, name: str | None, keep: int | None, canary: int, as_json: bool, devices: DeviceOptions
+    model: Path,
+    name: str | None,
+    keep: int | None,
+    canary: int,
+    as_json: bool,
+    skip_checks: bool,
+    devices: DeviceOptions,
 ) -> None:
     """Deploy MODEL (.tflite) to one device or a fleet: verified, atomic, versioned.
 
@@ -68,6 +76,8 @@ def deploy_cmd(
     it is flushed to disk and renamed into place; only then does the `current`
     link switch to it, atomically. A version already on the device (and
     intact) is not uploaded again. The last --keep versions are kept.
+    Each device is checked first (its target file's ISA, the free disk);
+    a device that fails is left untouched.
 
     \b
     Examples:
@@ -80,10 +90,22 @@ def deploy_cmd(
     from ..deploy import deploy_fleet, prepare_model
 
     prepared = prepare_model(model, name, digest=hashing)  # name and file checked before any connection
-    found = devices.resolve()
+    targets = TargetCache(None)
+    found = devices.resolve(target_loader=targets.load)
+    checks = None
+    if not skip_checks:
+        from ..doctor import Checks, ModelNeeds
+
+        checks = Checks((ModelNeeds.of_size(model, prepared.size_bytes),), targets.get, quick=True)
     with FleetProgress(len(found), action="deploy", total_bytes=prepared.size_bytes) as ui:
         fleet = deploy_fleet(
-            found, prepared, connect=devices.connector(ui), keep=keep, options=devices.fleet_options(canary), events=ui
+            found,
+            prepared,
+            connect=devices.connector(ui),
+            keep=keep,
+            options=devices.fleet_options(canary),
+            events=ui,
+            checks=checks,
         )
     _show(fleet, as_json)
     raise_for_fleet(fleet)

@@ -9,11 +9,19 @@ import click
 
 from . import cli
 from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
-from ._options import TargetCache, probe_options, probe_timeout, targets_dir_option, timing_options
+from ._options import (
+    TargetCache,
+    probe_options,
+    probe_timeout,
+    skip_checks_option,
+    targets_dir_option,
+    timing_options,
+)
 from ._output import print_renderables, progress_reporter
 
 if TYPE_CHECKING:
     from ..bench import ProbeOutcome
+    from ..doctor import Checks
     from ..fleet import FleetResult
 
 
@@ -36,6 +44,7 @@ if TYPE_CHECKING:
     help="How many of --samples to send.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@skip_checks_option
 def probe_cmd(
     model: Path,
     devices: DeviceOptions,
@@ -50,6 +59,7 @@ def probe_cmd(
     samples: Path | None,
     parity_count: int,
     as_json: bool,
+    skip_checks: bool,
 ) -> None:
     """Measure MODEL's latency ON each device (or on this machine with --target host).
 
@@ -60,6 +70,7 @@ def probe_cmd(
     allocation and first-inference times, warm-up, every timed run (min,
     mean, std, p50, p90, p99, max), threads, XNNPACK, peak memory, and CPU
     temperature and clock before and after (throttled runs are flagged).
+    Each device is checked first, as edgeq doctor does.
 
     \b
     Examples:
@@ -74,6 +85,7 @@ def probe_cmd(
     found = devices.resolve(target_loader=targets.load)  # a bad target fails here, before any connection
     model_file = probe_model(model)
     options = probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, probe_timeout(timeout_s, devices))
+    checks = _checks(skip_checks, [model], targets, runtime)
     with (
         parity_samples(model, samples, parity_count) as parity,
         FleetProgress(len(found), action="probe", total_bytes=model_file.size_bytes, enabled=not as_json) as ui,
@@ -88,6 +100,7 @@ def probe_cmd(
             parity=parity,
             fleet_options=devices.fleet_options(),
             events=ui,
+            checks=checks,
         )
     rows = _probe_rows(fleet)
     if as_json:
@@ -95,6 +108,15 @@ def probe_cmd(
     else:
         print_renderables(probe_table(rows))
     raise_for_fleet(fleet)
+
+
+def _checks(skip: bool, models: list[Path], targets: TargetCache, runtime: str | None) -> Checks | None:
+    """What each device is checked for before the work (None: --skip-checks)."""
+    if skip:
+        return None
+    from ..doctor import Checks, model_needs
+
+    return Checks(tuple(model_needs(m) for m in models), targets.get, runtime)
 
 
 def _probe_rows(fleet: FleetResult[ProbeOutcome]) -> list[dict[str, Any]]:
@@ -154,6 +176,7 @@ def _probe_rows(fleet: FleetResult[ProbeOutcome]) -> list[dict[str, Any]]:
     help="Where the models and the reports go [default: ./edgeq-bench-<model stem>].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout.")
+@skip_checks_option
 @click.pass_context
 def bench_cmd(
     ctx: click.Context,
@@ -173,6 +196,7 @@ def bench_cmd(
     sweep: bool,
     out_dir: Path | None,
     as_json: bool,
+    skip_checks: bool,
 ) -> None:
     """Is int8 really faster on YOUR device? Convert MODEL to float32 and int8, deploy both, probe both ON each device.
 
@@ -208,6 +232,7 @@ def bench_cmd(
     timing = probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, probe_timeout(timeout_s, devices))
     options = BenchOptions.around(timing, rounds=rounds, sweep=sweep, threads=threads)
     total_bytes = models.float32.size_bytes + models.int8.size_bytes
+    checks = _checks(skip_checks, [Path(models.float32.path), Path(models.int8.path)], targets, runtime)
     with FleetProgress(len(found), action="bench", total_bytes=total_bytes, enabled=not as_json) as ui:
         report, fleet = run_bench(
             found,
@@ -218,6 +243,7 @@ def bench_cmd(
             fleet_options=devices.fleet_options(),
             events=ui,
             say=ui.note,
+            checks=checks,
         )
     written = write_bench_reports(report, out_dir / f"{model.stem}_bench")
     if as_json:

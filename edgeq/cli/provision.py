@@ -84,11 +84,15 @@ def _render(result: Outcome[Provisioned]) -> None:
     if done is None:
         click.echo(f"{result.device}: {result.status.value}: {result.reason}")
         return
-    numpy = f"numpy {done.numpy} ({'the device' + chr(39) + 's own' if done.numpy_source == 'device' else 'in the folder'})"
+    numpy = (
+        f"numpy {done.numpy} ({'the device' + chr(39) + 's own' if done.numpy_source == 'device' else 'in the folder'})"
+    )
     if done.changed:
         click.echo(
             f"{done.device}: installed {done.runtime} {done.version} in {done.env} "
             f"({len(done.wheels)} wheels, {done.bytes_sent / 1e6:.1f} MB sent; {numpy}); checked: it runs a model"
         )
     else:
-        click.echo(f"{done.device}: unchanged: {done.runtime} {done.version} already in {done.env} and working ({numpy})")
+        click.echo(
+            f"{done.device}: unchanged: {done.runtime} {done.version} already in {done.env} and working ({numpy})"
+        )

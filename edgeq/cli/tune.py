@@ -15,6 +15,7 @@ from ._options import (
     image_options,
     probe_options,
     probe_timeout,
+    skip_checks_option,
     targets_dir_option,
     timing_options,
 )
@@ -85,6 +86,7 @@ if TYPE_CHECKING:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (`chosen.path` is the chosen model)."
 )
+@skip_checks_option
 @click.pass_context
 def tune_cmd(
     ctx: click.Context,
@@ -112,6 +114,7 @@ def tune_cmd(
     std: tuple[float, ...] | None,
     out_dir: Path | None,
     as_json: bool,
+    skip_checks: bool,
 ) -> None:
     """Find the fastest variant of MODEL that stays within an accuracy budget.
 
@@ -163,6 +166,7 @@ def tune_cmd(
             found = devices.resolve(target_loader=targets.load)
     out_dir = out_dir or Path(f"edgeq-tune-{model.stem}")
     timing = probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, probe_timeout(timeout_s, devices))
+    from ..doctor import Checks
     from ..litert import captured_native_output
 
     with progress_reporter(enabled=not as_json) as say, captured_native_output(echo=ctx.obj.get("debug", False)):
@@ -183,6 +187,7 @@ def tune_cmd(
                     probe_options=timing,
                     rounds=rounds,
                     say=say,
+                    checks=None if skip_checks else Checks((), targets.get, runtime),
                 )
         else:
             report, _written, fleet = run_tune(

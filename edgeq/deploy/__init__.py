@@ -76,6 +76,7 @@ from .results import (
 if TYPE_CHECKING:
     from ..connection import Connection
     from ..devices import Device
+    from ..doctor import Checks
 
 __all__ = [
     "DEFAULT_KEEP_VERSIONS",
@@ -112,10 +113,16 @@ def deploy_fleet(
     keep: int | None = None,
     options: FleetOptions = FleetOptions(),
     events: FleetEvents | None = None,
+    checks: Checks | None = None,
 ) -> DeployFleetResult:
-    """Deploy ``model`` to every device (see :func:`deploy_to_device` and :func:`edgeq.fleet.run_fleet`)."""
+    """Deploy ``model`` to every device (see :func:`deploy_to_device` and :func:`edgeq.fleet.run_fleet`).
+
+    ``checks``: what :mod:`edgeq.doctor` checks on each device first (a device that fails them is left untouched).
+    """
 
     def operation(conn: Connection, device: Device, progress: ProgressCallback) -> DeviceResult:
+        if checks is not None:
+            checks.run(conn, device, "deploy")
         return deploy_to_device(conn, device, model, keep=keep, progress=progress)
 
     return _run(
