@@ -150,22 +150,25 @@ def model_needs(path: str | Path, *, measure_memory: bool = True) -> ModelNeeds:
 
 
 _MEMORY_PROGRAM = r"""
-import resource, sys
+import os, sys
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def rss_kb():  # resident now (not the peak: the imports' peak would hide a small model)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+before = rss_kb()
 interp = Interpreter(model_path=sys.argv[1], num_threads=1)
 interp.allocate_tensors()
 for d in interp.get_input_details():
     interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
 interp.invoke()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024.0)
+print(max(rss_kb() - before, os.path.getsize(sys.argv[1]) // 1024) / 1024.0)
 """
 
 
 @functools.lru_cache(maxsize=32)
 def _host_memory_mb(path: str) -> float | None:
-    """Peak resident memory the model adds to a fresh host interpreter process (model, arena, one run), in MiB.
+    """Resident memory the model adds to a fresh host interpreter process (model, arena, one run), in MiB; at least its size.
 
     A separate process, so the figure is the model's own; None when the host cannot run it (the device check then says nothing about memory).
     """
@@ -173,7 +176,7 @@ def _host_memory_mb(path: str) -> float | None:
         done = subprocess.run(
             [sys.executable, "-c", _MEMORY_PROGRAM, path], capture_output=True, text=True, timeout=300, check=False
         )
-        return round(float(done.stdout.strip().splitlines()[-1]), 1) if done.returncode == 0 else None
+        return round(float(done.stdout.strip().splitlines()[-1]), 2) if done.returncode == 0 else None
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
 
@@ -275,17 +278,20 @@ def _target_problems(facts: DeviceFacts, target: Target | None) -> list[Problem]
     from .targets import list_targets
 
     try:
-        fitting = [m.target for m in match_targets(facts, list_targets())][:3]
+        known = list_targets()
+        fitting = [m.target for m in match_targets(facts, known)][:3]
     except Exception:  # a broken user target file must not hide the problem found
-        fitting = []
-    instead = f"use --target {fitting[0]}" if fitting else f"use a target for {facts.arch}"
+        known, fitting = [], []
+    if fitting:
+        instead = f"use --target {fitting[0]}" + (f" (or {', '.join(fitting[1:])})" if len(fitting) > 1 else "")
+    else:
+        same_arch = [t.name for t in known if t.arch == facts.arch and t.deploy.transport != "local"]
+        instead = f"use a target for {facts.arch}" + (f": {', '.join(same_arch[:4])}" if same_arch else "")
     return [
         Problem(
             "target",
             f"target {target.name} is for {target.arch}, but the device's userland is {facts.arch}{kernel}",
-            f"{instead} (edgeq targets detect names the one that fits"
-            + (f": {', '.join(fitting)}" if len(fitting) > 1 else "")
-            + ")",
+            f"{instead}; edgeq targets detect names the one that fits",
         )
     ]
 
