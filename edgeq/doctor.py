@@ -277,11 +277,13 @@ def _target_problems(facts: DeviceFacts, target: Target | None) -> list[Problem]
     from .detect import match_targets
     from .targets import list_targets
 
+    known: Sequence[Target] = ()
+    fitting: list[str] = []
     try:
         known = list_targets()
         fitting = [m.target for m in match_targets(facts, known)][:3]
     except Exception:  # a broken user target file must not hide the problem found
-        known, fitting = [], []
+        pass
     if fitting:
         instead = f"use --target {fitting[0]}" + (f" (or {', '.join(fitting[1:])})" if len(fitting) > 1 else "")
     else:
