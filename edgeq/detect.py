@@ -96,14 +96,10 @@ class Detection:
         return data
 
 
-def read_facts(conn: Connection, device: Device, *, quick: bool = False) -> DeviceFacts:
-    """Run the facts script on the device (one command) and parse what it printed.
-
-    ``quick``: the runtimes are only looked up, not imported and run (what a deploy needs to know).
-    """
+def read_facts(conn: Connection, device: Device) -> DeviceFacts:
+    """Run the facts script on the device (one command) and parse what it printed."""
     script = remote.script("detect.sh", conn.edgeq_dir)
-    args = (device.python or "python3", conn.edgeq_dir) + (("quick",) if quick else ())
-    command = remote.script_command(script, *args)
+    command = remote.script_command(script, device.python or "python3", conn.edgeq_dir)
     result = conn.run(command, conn.options.command_timeout_s, label="detect", requires=(script,))
     return parse_facts(result.stdout, device=device.name)
 
@@ -123,11 +119,10 @@ def parse_facts(text: str, device: str = "device") -> DeviceFacts:
             f"{device}: the device's answer to `targets detect` is incomplete",
             hint="is it a Linux device with a POSIX shell?",
         )
-    from .machine import cpu_facts_from_cpuinfo, machine_arch
+    from .machine import cpu_facts_from_cpuinfo, userland_arch
 
     uname = sections["uname"] + ["", "", ""]
     kernel_arch = uname[0].strip()
-    arch = machine_arch(kernel_arch)
     python_lines = sections.get("python", [])
     python_path = python_lines[0].strip() if python_lines and python_lines[0].strip() != "-" else None
     info: dict[str, Any] = {}
@@ -140,11 +135,7 @@ def parse_facts(text: str, device: str = "device") -> DeviceFacts:
         except ValueError:
             info = {}
             python_error = (python_lines[-1].strip() if len(python_lines) > 1 else "") or "no output"
-    bits = uname[2].strip() or str(info.get("bits") or "")
-    if bits == "32" and arch == "aarch64":
-        arch = "armv7l"  # a 32-bit userland (Raspberry Pi OS 32-bit) on a 64-bit kernel
-    elif bits == "32" and arch == "x86_64":
-        arch = "i686"
+    arch = userland_arch(kernel_arch, uname[2].strip() or str(info.get("bits") or ""))
     cpuinfo = "\n".join(sections.get("cpuinfo", []))
     cpu_model, features = cpu_facts_from_cpuinfo(cpuinfo, arch)
     cores = _first_int(sections.get("nproc", []))

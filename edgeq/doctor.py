@@ -13,9 +13,10 @@ the memory it took on the host interpreter to load, allocate and run once.
 device, and gives one :class:`Problem` per thing wrong, each with the exact
 fix. It is a pure function: the tests feed it facts.
 
-A deploy does not need a runtime on the device, so :func:`preflight` in
-``quick`` mode (what ``edgeq deploy`` runs) only looks the runtimes up and
-checks the target and the disk; probe, bench and tune run every check.
+A deploy does not need a runtime on the device: it checks the free disk
+and the target's ISA from the state report it reads anyway (no round trip
+of its own, :mod:`edgeq.deploy.device`); probe, bench and tune run every
+check here first (:func:`preflight`).
 """
 
 from __future__ import annotations
@@ -212,19 +213,15 @@ def diagnose(
     target: Target | None = None,
     *,
     runtime: str | None = None,
-    quick: bool = False,
     provision_hint: str = "edgeq provision",
 ) -> tuple[Problem, ...]:
     """Every problem of ``facts`` for running ``needs`` with ``target``'s runtimes (or ``runtime``).
 
-    ``quick``: only what a deploy needs (the target's claims and the disk).
     ``provision_hint`` is the command that installs a runtime on this device (it names the device).
     """
     problems: list[Problem] = []
     problems += _target_problems(facts, target)
     problems += _disk_problems(facts, needs)
-    if quick:
-        return tuple(problems)
     if facts.python is None:
         problems.append(
             Problem(
@@ -271,9 +268,17 @@ def diagnose(
 
 
 def _target_problems(facts: DeviceFacts, target: Target | None) -> list[Problem]:
-    if target is None or target.deploy.transport == "local" or target.arch == facts.arch:
-        return []
-    kernel = f" (kernel {facts.kernel_arch})" if facts.kernel_arch != facts.arch else ""
+    problem = target_mismatch(target, facts.arch, facts.kernel_arch, facts)
+    return [problem] if problem else []
+
+
+def target_mismatch(
+    target: Target | None, arch: str, kernel_arch: str | None = None, facts: DeviceFacts | None = None
+) -> Problem | None:
+    """The problem when ``target`` is for another ISA than the device's userland ``arch`` (None when it fits)."""
+    if target is None or target.deploy.transport == "local" or target.arch == arch:
+        return None
+    kernel = f" (kernel {kernel_arch})" if kernel_arch and kernel_arch != arch else ""
     from .detect import match_targets
     from .targets import list_targets
 
@@ -281,21 +286,19 @@ def _target_problems(facts: DeviceFacts, target: Target | None) -> list[Problem]
     fitting: list[str] = []
     try:
         known = list_targets()
-        fitting = [m.target for m in match_targets(facts, known)][:3]
+        fitting = [m.target for m in match_targets(facts, known)][:3] if facts is not None else []
     except Exception:  # a broken user target file must not hide the problem found
         pass
     if fitting:
         instead = f"use --target {fitting[0]}" + (f" (or {', '.join(fitting[1:])})" if len(fitting) > 1 else "")
     else:
-        same_arch = [t.name for t in known if t.arch == facts.arch and t.deploy.transport != "local"]
-        instead = f"use a target for {facts.arch}" + (f": {', '.join(same_arch[:4])}" if same_arch else "")
-    return [
-        Problem(
-            "target",
-            f"target {target.name} is for {target.arch}, but the device's userland is {facts.arch}{kernel}",
-            f"{instead}; edgeq targets detect names the one that fits",
-        )
-    ]
+        same_arch = [t.name for t in known if t.arch == arch and t.deploy.transport != "local"]
+        instead = f"use a target for {arch}" + (f": {', '.join(same_arch[:4])}" if same_arch else "")
+    return Problem(
+        "target",
+        f"target {target.name} is for {target.arch}, but the device's userland is {arch}{kernel}",
+        f"{instead}; edgeq targets detect names the one that fits",
+    )
 
 
 def _disk_problems(facts: DeviceFacts, needs: Sequence[ModelNeeds]) -> list[Problem]:
@@ -439,14 +442,13 @@ def checkup(
     target: Target | None = None,
     *,
     runtime: str | None = None,
-    quick: bool = False,
 ) -> Checkup:
     """Read ``device``'s facts over ``conn`` and diagnose them."""
     from .detect import read_facts
 
-    facts = read_facts(conn, device, quick=quick)
-    problems = diagnose(facts, needs, target, runtime=runtime, quick=quick, provision_hint=provision_command(device))
-    chosen = None if quick else pick_runtime(facts, tuple(target.runtimes) if target else RUNTIMES, runtime)
+    facts = read_facts(conn, device)
+    problems = diagnose(facts, needs, target, runtime=runtime, provision_hint=provision_command(device))
+    chosen = pick_runtime(facts, tuple(target.runtimes) if target else RUNTIMES, runtime)
     return Checkup(
         device=device.name,
         facts=facts,
@@ -464,11 +466,10 @@ def preflight(
     target: Target | None = None,
     *,
     runtime: str | None = None,
-    quick: bool = False,
     action: str = "probe",
 ) -> Checkup:
     """:func:`checkup`, raising DeviceNotReady (one line per blocking problem, with its fix) when the device fails it."""
-    result = checkup(conn, device, needs, target, runtime=runtime, quick=quick)
+    result = checkup(conn, device, needs, target, runtime=runtime)
     blocking = [p for p in result.problems if p.blocking]
     if blocking:
         raise DeviceNotReady(
@@ -485,11 +486,10 @@ class Checks:
     needs: tuple[ModelNeeds, ...] = ()
     targets: Callable[[str | None], Target | None] = lambda _name: None
     runtime: str | None = None
-    quick: bool = False
 
     def run(self, conn: Connection, device: Device, action: str, target: Target | None = None) -> Checkup:
         target = target if target is not None else self.targets(device.target)
-        return preflight(conn, device, self.needs, target, runtime=self.runtime, quick=self.quick, action=action)
+        return preflight(conn, device, self.needs, target, runtime=self.runtime, action=action)
 
 
 def provision_command(device: Device) -> str:

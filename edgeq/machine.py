@@ -49,7 +49,7 @@ _ARCH_ALIASES = {
     "armv8": "aarch64",
 }
 
-__all__ = ["cpu_facts_from_cpuinfo", "host_value", "machine_arch", "normalize_cpu_features"]
+__all__ = ["cpu_facts_from_cpuinfo", "host_value", "machine_arch", "normalize_cpu_features", "userland_arch"]
 
 # --------------------------------------------------------------------------- this machine ("auto")
 
@@ -82,6 +82,17 @@ def machine_arch(machine: str | None = None) -> str:
     """``platform.machine()`` in Linux's spelling (``arm64`` -> ``aarch64``, ``AMD64`` -> ``x86_64``)."""
     value = (machine if machine is not None else platform.machine()).lower()
     return _ARCH_ALIASES.get(value, value)
+
+
+def userland_arch(kernel_arch: str, bits: str | int | None) -> str:
+    """The architecture Python and pip run as: ``uname -m`` in the targets' spelling, and a 32-bit
+    userland on a 64-bit kernel as what it is (Raspberry Pi OS 32-bit on a Pi 4 boots a 64-bit kernel)."""
+    arch = machine_arch(kernel_arch)
+    if str(bits) == "32" and arch == "aarch64":
+        return "armv7l"
+    if str(bits) == "32" and arch == "x86_64":
+        return "i686"
+    return arch
 
 
 def normalize_cpu_features(flags: Iterable[str], arch: str) -> tuple[str, ...]:

@@ -76,7 +76,8 @@ def deploy_cmd(
     it is flushed to disk and renamed into place; only then does the `current`
     link switch to it, atomically. A version already on the device (and
     intact) is not uploaded again. The last --keep versions are kept.
-    Each device is checked first (its target file's ISA, the free disk);
+    Each device is checked before anything is sent: its free disk, and
+    that its target file is for its ISA (--skip-checks: not the target);
     a device that fails is left untouched.
 
     \b
@@ -92,11 +93,6 @@ def deploy_cmd(
     prepared = prepare_model(model, name, digest=hashing)  # name and file checked before any connection
     targets = TargetCache(None)
     found = devices.resolve(target_loader=targets.load)
-    checks = None
-    if not skip_checks:
-        from ..doctor import Checks, ModelNeeds
-
-        checks = Checks((ModelNeeds.of_size(model, prepared.size_bytes),), targets.get, quick=True)
     with FleetProgress(len(found), action="deploy", total_bytes=prepared.size_bytes) as ui:
         fleet = deploy_fleet(
             found,
@@ -105,7 +101,7 @@ def deploy_cmd(
             keep=keep,
             options=devices.fleet_options(canary),
             events=ui,
-            checks=checks,
+            device_targets=None if skip_checks else targets.get,
         )
     _show(fleet, as_json)
     raise_for_fleet(fleet)

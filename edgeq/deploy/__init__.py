@@ -76,7 +76,7 @@ from .results import (
 if TYPE_CHECKING:
     from ..connection import Connection
     from ..devices import Device
-    from ..doctor import Checks
+    from ..targets import Target
 
 __all__ = [
     "DEFAULT_KEEP_VERSIONS",
@@ -113,17 +113,17 @@ def deploy_fleet(
     keep: int | None = None,
     options: FleetOptions = FleetOptions(),
     events: FleetEvents | None = None,
-    checks: Checks | None = None,
+    device_targets: Callable[[str | None], Target | None] | None = None,
 ) -> DeployFleetResult:
     """Deploy ``model`` to every device (see :func:`deploy_to_device` and :func:`edgeq.fleet.run_fleet`).
 
-    ``checks``: what :mod:`edgeq.doctor` checks on each device first (a device that fails them is left untouched).
+    ``device_targets(name)``: each device's target, checked against the device (a device of another ISA is
+    left untouched); None: not checked.
     """
 
     def operation(conn: Connection, device: Device, progress: ProgressCallback) -> DeviceResult:
-        if checks is not None:
-            checks.run(conn, device, "deploy")
-        return deploy_to_device(conn, device, model, keep=keep, progress=progress)
+        target = device_targets(device.target) if device_targets is not None else None
+        return deploy_to_device(conn, device, model, keep=keep, progress=progress, target=target)
 
     return _run(
         devices,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import EdgeqError, InternalError, ModelStateError, RemoteCommandError
+from ..errors import DeviceNotReady, EdgeqError, InternalError, ModelStateError, RemoteCommandError
 from ..fleet import DeviceStatus
 from .manifest import (
     known_sha256,
@@ -31,6 +31,7 @@ from .session import FolderState, Session
 if TYPE_CHECKING:
     from ..connection import Connection, ProgressCallback
     from ..devices import Device
+    from ..targets import Target
 
 __all__ = [
     "DEFAULT_KEEP_VERSIONS",
@@ -53,14 +54,20 @@ def deploy_to_device(
     *,
     keep: int | None = None,
     progress: ProgressCallback | None = None,
+    target: Target | None = None,
 ) -> DeviceResult:
-    """Deploy ``model`` to one device over ``conn``: upload (unless the version is there), verify, flush, switch."""
+    """Deploy ``model`` to one device over ``conn``: upload (unless the version is there), verify, flush, switch.
+
+    ``target``: the device's target; a device whose ISA it does not describe is left untouched (DeviceNotReady,
+    from the state report the deploy reads anyway: no round trip of its own).
+    """
     keep = keep or device.keep_versions or DEFAULT_KEEP_VERSIONS
     version = model.version
     warnings: list[str] = []
     sent = 0
     with Session(conn, "deploy", model_dir(device, model.name), device.python, transfer=True) as session:
         state = _switch_state(session, device)
+        _check_target(session, device, target, state)
         previous = state.current
         verified = False
         if version in state.versions:
@@ -122,6 +129,19 @@ def _switch_state(session: Session, device: Device) -> FolderState:
     if state is None:
         raise InternalError(f"{device.name}: the device reported no model folder")
     return state
+
+
+def _check_target(session: Session, device: Device, target: Target | None, state: FolderState) -> None:
+    if target is None or state.arch is None:
+        return
+    from ..doctor import target_mismatch
+
+    problem = target_mismatch(target, state.arch, state.kernel_arch)
+    if problem is not None:
+        session.send("quit")
+        raise DeviceNotReady(
+            f"{device.name}: not ready to deploy: {problem.message}", hint=f"{problem.fix} (or --skip-checks)"
+        )
 
 
 def _upload(

@@ -37,6 +37,8 @@ class FolderState:
     versions: tuple[str, ...]  # the version folders on the device
     free_bytes: int | None  # free space in the folder's file system, when the device could tell
     manifest: Manifest
+    arch: str | None = None  # the userland's architecture in the targets' spelling (uname -m and the word size)
+    kernel_arch: str | None = None  # uname -m
 
 
 def idle_s(conn: Connection) -> int:
@@ -115,7 +117,7 @@ class Session:
             raise RemoteCommandError(f"{self.label}: unexpected answer from the device: {first[:200]!r}")
         values: dict[str, str] = {}
         while True:
-            kind, rest = self.expect("current", "versions", "free_kb", "manifest", "absent")
+            kind, rest = self.expect("current", "versions", "free_kb", "machine", "manifest", "absent")
             if kind == "absent":
                 return None
             values[kind] = rest
@@ -133,11 +135,16 @@ class Session:
             self.expect("ready")
         current = values.get("current", "-")
         free = values.get("free_kb", "-")
+        kernel_arch, bits = ([*values.get("machine", "-").split(), "-", "-"])[:2]
+        from ..machine import userland_arch
+
         return FolderState(
             current=None if current == "-" else current,
             versions=tuple(v for v in values.get("versions", "-").split() if _VERSION_RE.match(v)),
             free_bytes=int(free) * 1024 if free.isdigit() else None,
             manifest=manifest,
+            arch=None if kernel_arch == "-" else userland_arch(kernel_arch, bits),
+            kernel_arch=None if kernel_arch == "-" else kernel_arch,
         )
 
     def until_done(self, *also: str) -> list[str]:

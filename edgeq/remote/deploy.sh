@@ -16,7 +16,7 @@
 # failed session, "note ..." tells edgeq something it may show. stderr is for diagnostics only.
 #
 # The switch dialogue:
-#   device: edgeq-state 1, current V|-, versions V..., free_kb N|-, manifest SIZE + its bytes, ready
+#   device: edgeq-state 1, current V|-, versions V..., free_kb N|-, machine M BITS, manifest SIZE + its bytes, ready
 #   edgeq:  quit | activate V SHA256|- | upload V SHA256 SIZE + SIZE bytes
 #   device: verified SHA256 | damaged REASON   (after an upload: flushed and in its folder)
 #   edgeq:  skip | commit, the new manifest (one line), the versions to prune (one line)
@@ -185,6 +185,7 @@ state() {
   vs=$(versions); say "versions ${vs:--}"
   free=$(df -Pk -- "$d" 2>/dev/null | awk 'NR==2 {print $4}') || free=""
   say "free_kb ${free:--}"
+  say "machine $(uname -m 2>/dev/null || echo -) $(getconf LONG_BIT 2>/dev/null || echo -)"
   m="$d/manifest.json"
   # a switch done but not yet recorded (status takes no lock, so it reads the journal)
   [ -n "$cur" ] && [ -f "$d/.manifest.$cur.pending" ] && m="$d/.manifest.$cur.pending"

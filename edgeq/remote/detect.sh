@@ -2,7 +2,7 @@
 # What a device is, for `edgeq targets detect`, `edgeq doctor` and the checks before deploy and probe:
 # sections of facts, each after an "@@name" line.
 #
-#   sh detect.sh PYTHON [EDGEQ_DIR [quick]]
+#   sh detect.sh PYTHON [EDGEQ_DIR]
 #
 # PYTHON is the device's Python; it reports its version, its C library and the TFLite runtimes it
 # can import. ai_edge_litert and tflite_runtime are imported for real, each in a process of its
@@ -11,8 +11,7 @@
 # TensorFlow, whose import takes many seconds on a board, is only looked up. EDGEQ_DIR is edgeq's
 # folder on the device: its free space is reported, and the runtime environment `edgeq provision`
 # keeps there (EDGEQ_DIR/runtime/py<major><minor>-<machine>) goes first on the import path, as the
-# probe puts it. "quick" only looks the runtimes up (no imports: what a deploy checks). edgeq.detect.parse_facts
-# reads the output.
+# probe puts it. edgeq.detect.parse_facts reads the output.
 py=${1:-python3}
 dir=${2:-edgeq}
 s() { printf '@@%s\n' "$1"; }
@@ -36,7 +35,7 @@ s os-release; cat /etc/os-release 2>/dev/null
 s python
 if command -v "$py" >/dev/null 2>&1; then
   command -v "$py"
-  "$py" - "$dir" "${3:-full}" 2>&1 <<'PYTHON' | tail -n 1
+  "$py" - "$dir" 2>&1 <<'PYTHON' | tail -n 1
 import importlib, json, os, platform, struct, subprocess, sys
 machine = platform.machine()
 env = os.path.join(sys.argv[1], "runtime", "py%d%d-%s" % (sys.version_info[0], sys.version_info[1], machine))
@@ -95,13 +94,6 @@ for key, module, dists, load in (
             continue
     except Exception as exc:
         out["broken"][key] = (type(exc).__name__ + ": " + str(exc))[:300]
-        continue
-    if sys.argv[2] == "quick":
-        try:
-            from importlib import metadata
-            out["runtimes"][key] = next((metadata.version(d) for d in dists if metadata.distribution(d)), "installed")
-        except Exception:
-            out["runtimes"][key] = "installed"
         continue
     proc = subprocess.Popen([sys.executable, "-c", CHILD, env or "", key, load or "", TINY if load and key != "numpy" else "", *dists],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
