@@ -22,11 +22,14 @@ A more specific case is a subclass, so that code can tell it apart by type:
     │   └── NoRuntimeError                   "no-runtime"        ... because the probe found no TFLite runtime to import
     ├── ProbeOutputError            exit 11  "probe-output"      the probe's result could not be read
     ├── PartialFailure              exit 12  "partial-failure"   devices of a fleet failed in different ways
-    │   └── NotAttempted                     "skipped"           a device left out after a failed canary
+    │   ├── NotAttempted                     "skipped"           a device left out after a failed canary or batch
+    │   └── RolledBack                       "undone"            a device switched by a rollout that stopped, switched back
     ├── ModelStateError             exit 1   "model-state"       a model on a device is absent or damaged, or lacks that version
     ├── BudgetNotMet (edgeq.tune)   exit 13  "budget-not-met"    no candidate within the accuracy budget
-    └── DeviceNotReady              exit 14  "not-ready"         a device fails the checks of edgeq doctor (run before deploy, probe, ...)
-        └── ProvisionError (edgeq.provision)  "no-wheel"         no runtime wheel fits the device, or the host cannot get one
+    ├── DeviceNotReady              exit 14  "not-ready"         a device fails the checks of edgeq doctor (run before deploy, probe, ...)
+    │   └── ProvisionError (edgeq.provision)  "no-wheel"         no runtime wheel fits the device, or the host cannot get one
+    ├── HistoryError                exit 15  "history"           the history database is corrupt, not edgeq's, from a newer edgeq or unwritable
+    └── HealthCheckFailed           exit 16  "health-check"      a deployed model failed its check on the device and was rolled back
 
 Exit code 2 is click's: bad command-line usage; 130 is an interrupt (Ctrl-C).
 How a fleet's failures become one exit code is ``edgeq.cli._devices.raise_for_fleet``'s rule.
@@ -42,6 +45,8 @@ __all__ = [
     "DeviceNotReady",
     "DeviceUnreachableError",
     "EdgeqError",
+    "HealthCheckFailed",
+    "HistoryError",
     "HostKeyError",
     "InternalError",
     "ModelError",
@@ -51,6 +56,7 @@ __all__ = [
     "PartialFailure",
     "ProbeOutputError",
     "RemoteCommandError",
+    "RolledBack",
     "TargetFileError",
     "error_class",
 ]
@@ -151,6 +157,37 @@ class DeviceNotReady(EdgeqError):
 
     exit_code = 14
     kind = "not-ready"
+
+
+class HealthCheckFailed(EdgeqError):
+    """The model deployed to a device failed its health check there (load, parity, slowdown); the device was
+    switched back. ``version``: the version active afterwards (None: the model was removed); ``health``: the check."""
+
+    exit_code = 16
+    kind = "health-check"
+
+    def __init__(self, message: str, hint: str | None = None, *, version: str | None = None, health: object = None):
+        super().__init__(message, hint)
+        self.version = version
+        self.health = health
+
+
+class HistoryError(EdgeqError):
+    """The history database (edgeq.history) cannot be used: not an SQLite file, corrupt, another program's or
+    from a newer edgeq (the file is left as it was), or it could not be written."""
+
+    exit_code = 15
+    kind = "history"
+
+
+class RolledBack(PartialFailure):
+    """A device a rollout had switched, switched back because the rollout stopped (``version``: active afterwards)."""
+
+    kind = "undone"
+
+    def __init__(self, message: str, hint: str | None = None, *, version: str | None = None):
+        super().__init__(message, hint)
+        self.version = version
 
 
 def error_class(kind: str) -> type[EdgeqError]:

@@ -21,7 +21,10 @@ What one device does never stops the others:
 
 With ``options.canary = N`` the first N devices go first; the rest only if
 all of them succeeded, else they are left out (``NotAttempted``, status
-``skipped``). ``events`` (a :class:`FleetEvents`) hears each device start,
+``skipped``). With ``options.batch = B`` the devices after the canary go B
+at a time, and with ``options.max_fail_pct = P`` a batch where more than P %
+of the devices failed stops the run: the later batches are left out
+likewise (Ansible's ``serial`` and ``max_fail_percentage``). ``events`` (a :class:`FleetEvents`) hears each device start,
 send bytes, retry and finish, from the worker threads.
 """
 
@@ -37,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .defaults import DEFAULT_CONCURRENCY, DEFAULT_RETRIES
-from .errors import DeviceUnreachableError, EdgeqError, NotAttempted
+from .errors import DeviceUnreachableError, EdgeqError, NotAttempted, RolledBack
 from .types import to_jsonable
 
 if TYPE_CHECKING:  # the connection module imports paramiko: only when a connection is really made
@@ -56,6 +59,7 @@ __all__ = [
     "Operation",
     "Outcome",
     "ProgressCallback",
+    "fleet_waves",
     "reason_of",
     "run_fleet",
     "status_of",
@@ -84,7 +88,8 @@ class DeviceStatus(str, enum.Enum):
     UNCHANGED = "unchanged"  # deploy, rollback, remove: nothing to do, already in the wanted state
     FAILED = "failed"  # reached, but the operation failed (the reason says why)
     UNREACHABLE = "unreachable"  # could not connect, or the connection was lost (after retries)
-    SKIPPED = "skipped"  # not attempted: the canary devices failed
+    SKIPPED = "skipped"  # not attempted: the canary devices or a batch failed
+    UNDONE = "undone"  # switched, then switched back because the rollout stopped
 
     @property
     def succeeded(self) -> bool:
@@ -99,6 +104,8 @@ def status_of(error: EdgeqError | None) -> DeviceStatus:
         return DeviceStatus.UNREACHABLE
     if isinstance(error, NotAttempted):
         return DeviceStatus.SKIPPED
+    if isinstance(error, RolledBack):
+        return DeviceStatus.UNDONE
     return DeviceStatus.FAILED
 
 
@@ -201,6 +208,7 @@ class FleetResult(Generic[T]):
     results: tuple[Outcome[T], ...]
     seconds: float
     stopped_by_canary: bool = False
+    stop_reason: str | None = None  # why devices were left out (the canary or a batch failed), when they were
 
     @property
     def ok(self) -> bool:
@@ -220,6 +228,7 @@ class FleetResult(Generic[T]):
             "counts": self.counts(),
             "seconds": self.seconds,
             "stopped_by_canary": self.stopped_by_canary,
+            "stop_reason": self.stop_reason,
             "results": [r.to_dict() for r in self.results],
         }
 
@@ -244,6 +253,8 @@ class FleetOptions:
     retries: int = DEFAULT_RETRIES  # extra attempts after a transport error (DeviceUnreachableError) only
     backoff_s: float = 1.0  # first retry delay; doubled for each further one, capped at 30 s
     canary: int = 0  # this many devices first; the rest only if all of them succeeded
+    batch: int = 0  # after the canary, this many devices at a time (0: all the rest at once)
+    max_fail_pct: float | None = None  # a batch with more failures than this (percent) stops the run; None: never
 
 
 class _Registry:
@@ -291,30 +302,47 @@ def run_fleet(
     registry = _Registry()
     devices = list(devices)
     outcomes: dict[int, Outcome[T]] = {}
+    waves = fleet_waves(len(devices), options.canary, options.batch)
     canary = min(max(options.canary, 0), len(devices))
-    waves = [list(range(canary)), list(range(canary, len(devices)))] if canary else [list(range(len(devices)))]
-    stopped = False
+    stop_reason: str | None = None
+    by_canary = False
     for wave_number, wave in enumerate(waves):
-        if not wave:
-            continue
-        if stopped:
-            failed = ", ".join(outcomes[i].device for i in waves[0] if not outcomes[i].ok)
+        if stop_reason is not None:
             for index in wave:
                 device = devices[index]
-                error = NotAttempted(f"{device.name}: not attempted: the canary failed ({failed})")
+                error = NotAttempted(f"{device.name}: not attempted: {stop_reason}")
                 outcomes[index] = Outcome(device=device.name, destination=device.destination, error=error)
                 if events:
                     events.finished(outcomes[index])
             continue
         outcomes.update(_run_wave(devices, wave, operation, connect, options, events, registry, action))
+        failed = [outcomes[i].device for i in wave if not outcomes[i].ok]
         if canary and wave_number == 0:
-            stopped = any(not outcomes[i].ok for i in wave)
+            if failed:
+                stop_reason = f"the canary failed ({', '.join(failed)})"
+                by_canary = True
+        elif options.max_fail_pct is not None and 100.0 * len(failed) / len(wave) > options.max_fail_pct:
+            which = f"batch {wave_number + (0 if canary else 1)}" if len(waves) > 1 else "the run"
+            stop_reason = (
+                f"{len(failed)} of {len(wave)} devices of {which} failed, more than {options.max_fail_pct:g} %"
+            )
     return FleetResult(
         action=action,
         results=tuple(outcomes[i] for i in range(len(devices))),
         seconds=time.monotonic() - started,
-        stopped_by_canary=stopped,
+        stopped_by_canary=by_canary,
+        stop_reason=stop_reason,
     )
+
+
+def fleet_waves(count: int, canary: int = 0, batch: int = 0) -> list[list[int]]:
+    """The device indexes of each wave, in order: the canary (when any), then batches of ``batch`` (0: the rest at once)."""
+    canary = min(max(canary, 0), count)
+    waves = [list(range(canary))] if canary else []
+    rest = list(range(canary, count))
+    size = batch if batch > 0 else len(rest)
+    waves += [rest[i : i + size] for i in range(0, len(rest), size or 1)]
+    return [w for w in waves if w]
 
 
 def _run_wave(

@@ -450,7 +450,7 @@ def test_a_fleet_with_every_device_accounted_for(start_device, models, known_hos
     statuses = {r.device: r.status for r in fleet.results}
     assert statuses == {"ok0": "ok", "ok1": "ok", "ok2": "ok", "locked": "failed", "down": "unreachable"}
     assert [r.device for r in fleet.results] == ["ok0", "ok1", "ok2", "locked", "down"]
-    assert fleet.counts() == {"ok": 3, "unchanged": 0, "failed": 1, "unreachable": 1, "skipped": 0}
+    assert fleet.counts() == {"ok": 3, "unchanged": 0, "failed": 1, "unreachable": 1, "skipped": 0, "undone": 0}
     assert not fleet.ok and len(fleet.failures) == 2
     assert sorted(s for s in seen if s.startswith("done:")) == sorted(f"done:{d.name}" for d in devices)
     assert f"ok0:{models['a'].size_bytes}/{models['a'].size_bytes}" in seen

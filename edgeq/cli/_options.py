@@ -9,6 +9,7 @@ library at import time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -261,3 +262,29 @@ def skip_checks_option(func: _F) -> _F:
         is_flag=True,
         help="Do not check each device first (edgeq doctor's checks: target, disk, runtime, the model's kernels).",
     )(func)
+
+
+class CountOrPercent(click.ParamType):
+    """``N`` devices or ``PCT%`` of the fleet (at least one device when PCT > 0)."""
+
+    name = "N|PCT%"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        number = text[:-1] if text.endswith("%") else text
+        try:
+            amount = float(number)
+        except ValueError:
+            self.fail(f"{text!r} is neither a count nor a percentage (e.g. 2 or 10%)", param, ctx)
+        if amount < 0 or (text.endswith("%") and amount > 100) or (not text.endswith("%") and amount != int(amount)):
+            self.fail(f"{text!r}: give a whole number of devices or a percentage from 0% to 100%", param, ctx)
+        return text
+
+    @staticmethod
+    def resolve(text: str | None, fleet: int) -> int:
+        if not text:
+            return 0
+        if text.endswith("%"):
+            pct = float(text[:-1])
+            return 0 if pct == 0 else max(1, math.ceil(fleet * pct / 100.0))
+        return int(float(text))

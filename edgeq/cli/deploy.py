@@ -12,6 +12,8 @@ inventory, 3 target file, 5 model file.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,13 +21,14 @@ import click
 
 from . import cli
 from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
-from ._options import TargetCache, skip_checks_option
+from ._options import CountOrPercent, TargetCache, skip_checks_option
 from ._output import print_renderables
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from ..deploy import DeployFleetResult
+    from ..health import Health
 
 _FLEET_HELP = """
 \b
@@ -51,10 +54,51 @@ are in the table and in --json.
 )
 @click.option(
     "--canary",
-    type=click.IntRange(min=0),
-    default=0,
+    type=CountOrPercent(),
+    default="0",
     show_default=True,
-    help="Deploy to the first N devices first; stop the rollout if any of them fails.",
+    help="Deploy to the first N devices (or PCT% of them) first; stop the rollout if any of them fails.",
+)
+@click.option(
+    "--batch",
+    type=CountOrPercent(),
+    default=None,
+    help="After the canary, deploy N devices (or PCT% of the fleet) at a time [default: all at once].",
+)
+@click.option(
+    "--max-fail",
+    "max_fail_pct",
+    type=click.FloatRange(min=0, max=100),
+    default=None,
+    help="Stop the rollout when more than PCT % of a batch fails (a failed health check counts) [default: never].",
+)
+@click.option(
+    "--no-undo",
+    is_flag=True,
+    help="When the rollout stops, keep the devices it already switched on the new version [default: switch them back].",
+)
+@click.option(
+    "--check-samples",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Reference inputs (as for convert --calib): after the switch each device runs them, and its outputs must "
+    "match this machine's (bit-exact for the same runtime build, else within --tolerance), or it is rolled back. "
+    "[default: MODEL's .samples.npz when it has one]",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Largest output difference allowed by the health check, in the output's units [default: 0 for the "
+    "host's runtime build, else one quantization step (integer outputs) or 1e-3 of the output range].",
+)
+@click.option(
+    "--max-slowdown",
+    "max_slowdown_pct",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Health check: roll a device back when the new version's p50 is more than PCT % slower than the "
+    "previous version's there (measured alternately, as bench; the whole 95 % interval must be past it).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON on stdout.")
 @skip_checks_option
@@ -63,7 +107,13 @@ def deploy_cmd(
     model: Path,
     name: str | None,
     keep: int | None,
-    canary: int,
+    canary: str,
+    batch: str | None,
+    max_fail_pct: float | None,
+    no_undo: bool,
+    check_samples: Path | None,
+    tolerance: float | None,
+    max_slowdown_pct: float | None,
     as_json: bool,
     skip_checks: bool,
     devices: DeviceOptions,
@@ -81,6 +131,17 @@ def deploy_cmd(
     a device that fails is left untouched.
 
     \b
+    Health-gated: with --check-samples (or MODEL.samples.npz beside the
+    model) and/or --max-slowdown, each device checks the new version right
+    after the switch: it loads in the device's runtime, its outputs match
+    this machine's, it is not slower than the version it replaces. A device
+    that fails is switched back at once (exit 16, kind health-check).
+    Staged: --canary, then --batch at a time; --max-fail stops the rollout
+    and switches back what it had switched (unless --no-undo); skipped and
+    undone devices exit 12. --json gives the version each device runs at
+    the end.
+
+    \b
     Examples:
       edgeq deploy digits_int8.tflite --host pi@10.0.0.5 --target rpi4b
       edgeq deploy digits_int8.tflite -i fleet.yml --limit kitchen --canary 2
@@ -93,18 +154,41 @@ def deploy_cmd(
     prepared = prepare_model(model, name, digest=hashing)  # name and file checked before any connection
     targets = TargetCache(None)
     found = devices.resolve(target_loader=targets.load)
-    with FleetProgress(len(found), action="deploy", total_bytes=prepared.size_bytes) as ui:
-        fleet = deploy_fleet(
-            found,
-            prepared,
-            connect=devices.connector(ui),
-            keep=keep,
-            options=devices.fleet_options(canary),
-            events=ui,
-            device_targets=None if skip_checks else targets.get,
-        )
+    options = dataclasses.replace(
+        devices.fleet_options(CountOrPercent.resolve(canary, len(found))),
+        batch=CountOrPercent.resolve(batch, len(found)) if batch else 0,
+        max_fail_pct=max_fail_pct,
+    )
+    samples = check_samples if check_samples is not None else _recorded_samples(model)
+    with contextlib.ExitStack() as stack:
+        health = None
+        if samples is not None or max_slowdown_pct is not None:
+            from ..bench import parity_samples
+            from ..health import HealthOptions
+
+            reference = stack.enter_context(parity_samples(model, samples)) if samples is not None else None
+            health = HealthOptions(samples=reference, tolerance=tolerance, max_slowdown_pct=max_slowdown_pct)
+        with FleetProgress(len(found), action="deploy", total_bytes=prepared.size_bytes) as ui:
+            fleet = deploy_fleet(
+                found,
+                prepared,
+                connect=devices.connector(ui),
+                keep=keep,
+                options=options,
+                events=ui,
+                device_targets=targets.get,
+                check_target=not skip_checks,
+                health=health,
+                undo=not no_undo,
+            )
     _show(fleet, as_json)
     raise_for_fleet(fleet)
+
+
+def _recorded_samples(model: Path) -> Path | None:
+    """The reference samples `edgeq convert` keeps beside a model (MODEL.samples.npz), when there are some."""
+    path = model.with_suffix(".samples.npz")
+    return path if path.is_file() else None
 
 
 @cli.command("status", epilog=_FLEET_HELP)
@@ -255,7 +339,28 @@ def _notes(fleet: DeployFleetResult) -> list[str]:
         where = r.device if r.device == r.destination else f"{r.device} ({r.destination})"
         for text in filter(None, [r.reason, *r.warnings]):
             lines.append(f"{where}: {text}")
+        if r.health is not None and r.health.ok:
+            lines.append(f"{where}: health check passed ({_health_text(r.health)})")
+    if fleet.stop_reason:
+        after = "the devices it had switched were switched back" if fleet.undone else "the switched devices keep it"
+        lines.append(f"the rollout stopped: {fleet.stop_reason}; {after}")
     return lines
+
+
+def _health_text(health: Health) -> str:
+    parts = [f"{health.runtime} {health.runtime_version or ''}".strip()]
+    if health.parity is not None:
+        parts.append(
+            "outputs bit-exact with this machine's"
+            if health.parity.bit_exact
+            else f"outputs within {health.tolerance:g} of this machine's"
+        )
+    if health.speedup is not None and health.previous_p50_ms is not None and health.p50_ms is not None:
+        parts.append(
+            f"p50 {health.p50_ms:.3g} ms against {health.previous_p50_ms:.3g} ms before "
+            f"(speed ratio {health.speedup.ratio:.2f} [{health.speedup.ci_low:.2f}, {health.speedup.ci_high:.2f}])"
+        )
+    return "; ".join(parts) + f"; {health.seconds:.1f} s"
 
 
 def _summary(fleet: DeployFleetResult) -> str:

@@ -46,11 +46,13 @@ Modules, one concern each:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import EdgeqError, InternalError
+from ..errors import EdgeqError, HealthCheckFailed, InternalError, RolledBack
 from ..fleet import (
     Connector,
     DeviceReport,
@@ -59,6 +61,7 @@ from ..fleet import (
     FleetOptions,
     Outcome,
     ProgressCallback,
+    reason_of,
     run_fleet,
 )
 from .device import DEFAULT_KEEP_VERSIONS, deploy_to_device, remove_from_device, rollback_device, status_of_device
@@ -76,6 +79,7 @@ from .results import (
 if TYPE_CHECKING:
     from ..connection import Connection
     from ..devices import Device
+    from ..health import HealthOptions
     from ..targets import Target
 
 __all__ = [
@@ -114,18 +118,42 @@ def deploy_fleet(
     options: FleetOptions = FleetOptions(),
     events: FleetEvents | None = None,
     device_targets: Callable[[str | None], Target | None] | None = None,
+    check_target: bool = True,
+    health: HealthOptions | None = None,
+    undo: bool = True,
 ) -> DeployFleetResult:
     """Deploy ``model`` to every device (see :func:`deploy_to_device` and :func:`edgeq.fleet.run_fleet`).
 
-    ``device_targets(name)``: each device's target, checked against the device (a device of another ISA is
-    left untouched); None: not checked.
+    ``device_targets(name)``: each device's target (its Python and runtimes for the health check), checked
+    against the device unless ``check_target`` is False (a device of another ISA is left untouched).
+    ``health``: after the switch, :func:`edgeq.health.check_health` runs on the device; a device that fails
+    it is switched back at once (to the version it had; a first deploy is removed) and fails with
+    HealthCheckFailed. Rollback needs the previous version, so at least 2 versions are kept then.
+    ``options.canary`` / ``batch`` / ``max_fail_pct`` stage the rollout; when it stops, the devices it had
+    switched are switched back (``undo``), each reported ``undone`` with the version it runs.
     """
+    from ..health import check_health
 
     def operation(conn: Connection, device: Device, progress: ProgressCallback) -> DeviceResult:
         target = device_targets(device.target) if device_targets is not None else None
-        return deploy_to_device(conn, device, model, keep=keep, progress=progress, target=target)
+        versions = keep if health is None else max(keep or device.keep_versions or DEFAULT_KEEP_VERSIONS, 2)
+        result = deploy_to_device(
+            conn, device, model, keep=versions, progress=progress, target=target if check_target else None
+        )
+        if health is None or result.status is not DeviceStatus.OK or result.previous == result.version:
+            return result
+        found = check_health(conn, device, model, health, previous=result.previous, target=target)
+        if found.ok:
+            return dataclasses.replace(result, health=found)
+        final = _switch_back(conn, device, model.name, result.previous)
+        back = f"rolled back to {final}" if final else "removed (it was the first version on the device)"
+        raise HealthCheckFailed(
+            f"{device.name}: version {model.version} failed its health check ({found.failure}): {found.reason}; {back}",
+            version=final,
+            health=found,
+        )
 
-    return _run(
+    fleet = _run(
         devices,
         operation,
         connect=connect,
@@ -135,6 +163,64 @@ def deploy_fleet(
         options=options,
         events=events,
     )
+    if fleet.stop_reason is None or not undo:
+        return fleet
+    return _undo_rollout(fleet, devices, connect=connect, options=options, events=events)
+
+
+def _switch_back(conn: Connection, device: Device, name: str, previous: str | None) -> str | None:
+    """Make ``previous`` active again (None: remove the model, which was not on the device before); what is active after."""
+    if previous is None:
+        remove_from_device(conn, device, name)
+        return None
+    return rollback_device(conn, device, name, to=previous).version
+
+
+def _undo_rollout(
+    fleet: DeployFleetResult,
+    devices: Sequence[Device],
+    *,
+    connect: Connector,
+    options: FleetOptions,
+    events: FleetEvents | None,
+) -> DeployFleetResult:
+    """Switch back every device the stopped rollout switched; each becomes ``undone`` (or says why it could not)."""
+    switched = {
+        r.device: r for r in fleet.results if r.status is DeviceStatus.OK and r.version and r.version != r.previous
+    }
+    if not switched:
+        return dataclasses.replace(fleet, undone=True)
+    chosen = [d for d in devices if d.name in switched]
+
+    def operation(conn: Connection, device: Device, _progress: ProgressCallback) -> str | None:
+        return _switch_back(conn, device, fleet.model, switched[device.name].previous)
+
+    back = run_fleet(
+        chosen,
+        operation,
+        connect=connect,
+        options=dataclasses.replace(options, canary=0, batch=0, max_fail_pct=None),
+        action="undo",
+    )
+    results = {r.device: r for r in fleet.results}
+    for outcome in back.results:
+        before = switched[outcome.device]
+        if outcome.error is None:
+            now = outcome.value
+            where = f"switched back to {now}" if now else "removed again (it was the first version there)"
+            error: EdgeqError = RolledBack(
+                f"{outcome.device}: {where}: the rollout stopped ({fleet.stop_reason})", version=now
+            )
+        else:
+            error = copy.copy(outcome.error)  # its kind and code say why switching back failed
+            error.message = (
+                f"{outcome.device}: runs the new version {before.version}: switching it back failed "
+                f"({reason_of(outcome.error, outcome.device)}); the rollout stopped ({fleet.stop_reason})"
+            )
+            error.version = before.version  # type: ignore[attr-defined]  # what the device runs, for the report
+        undone = result_from_outcome(Outcome(outcome.device, outcome.destination, error=error), "deploy", fleet.model)
+        results[outcome.device] = dataclasses.replace(undone, previous=before.previous, bytes_sent=before.bytes_sent)
+    return dataclasses.replace(fleet, results=tuple(results[r.device] for r in fleet.results), undone=True)
 
 
 def status_fleet(
@@ -260,4 +346,5 @@ def _run(
         results=tuple(result_from_outcome(outcome, action, model) for outcome in fleet.results),
         seconds=fleet.seconds,
         stopped_by_canary=fleet.stopped_by_canary,
+        stop_reason=fleet.stop_reason,
     )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InternalError, ModelStateError
 from ..fleet import DeviceStatus, Outcome, reason_of, status_of
+from ..health import Health
 from ..types import to_jsonable
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class DeviceResult:
     state: ModelState | None = None
     removed: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    health: Health | None = None  # the check after the switch (deploy with --check-samples / --max-slowdown)
 
 
 class ModelCheckError(ModelStateError):
@@ -95,6 +97,8 @@ class DeployFleetResult:
     results: tuple[DeviceResult, ...]
     seconds: float
     stopped_by_canary: bool = False
+    stop_reason: str | None = None  # why the rollout stopped (the canary or a batch failed)
+    undone: bool = False  # the devices it had switched were switched back
 
     @property
     def ok(self) -> bool:
@@ -153,6 +157,7 @@ def result_from_outcome(outcome: Outcome[DeviceResult], action: str, model: str)
     if error is None:  # the one-device operations always return a result
         raise InternalError(f"{outcome.device}: {action} returned nothing")
     checked = error if isinstance(error, ModelCheckError) else None
+    health = getattr(error, "health", None)
     return DeviceResult(
         device=outcome.device,
         destination=outcome.destination,
@@ -161,10 +166,11 @@ def result_from_outcome(outcome: Outcome[DeviceResult], action: str, model: str)
         status=status_of(error),
         code=error.exit_code,
         kind=error.kind,
-        version=checked.version if checked else None,
+        version=getattr(error, "version", None),
         reason=reason_of(error, outcome.device),
         hint=error.hint,
         attempts=outcome.attempts,
         seconds=outcome.seconds,
         state=checked.state if checked else None,
+        health=health if isinstance(health, Health) else None,
     )
