@@ -44,7 +44,7 @@ __all__ = [
     "resolve_devices",
 ]
 
-EDGEQ_VARS = ("edgeq_target", "edgeq_python", "edgeq_remote_dir", "edgeq_keep_versions")
+EDGEQ_VARS = ("edgeq_target", "edgeq_python", "edgeq_remote_dir", "edgeq_keep_versions", "edgeq_prometheus_dir")
 _CONNECTIONS = {"ssh": "ssh", "paramiko": "ssh", "smart": "ssh", "local": "local"}
 
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*\$?$")
@@ -78,6 +78,7 @@ class Device:
     global_known_hosts_files: tuple[str, ...] = ()
     default_keys: bool = True  # also try ~/.ssh/id_*: False when key_files is ssh -G's whole list (defaults included)
     use_agent: bool = True  # False: the SSH config says IdentityAgent none
+    prometheus_dir: str | None = None  # the node_exporter textfile folder on the device (edgeq check --on-device)
 
     @property
     def identity_files(self) -> tuple[str, ...]:
@@ -213,6 +214,7 @@ class _Plan:
     python: str
     remote_dir: str
     keep: int | None
+    prometheus_dir: str | None = None
 
     @property
     def deploy(self) -> DeployDefaults | None:
@@ -375,6 +377,7 @@ def _plan(entry: HostEntry, target: str | None, load: Callable[[str], Target], e
         python=python,
         remote_dir=remote_dir,
         keep=keep,
+        prometheus_dir=_text(values, "edgeq_prometheus_dir", where) or (deploy.prometheus_dir if deploy else None),
     )
 
 
@@ -420,6 +423,7 @@ def _device(
         remote_dir=plan.remote_dir,
         transport=plan.transport,
         keep_versions=plan.keep,
+        prometheus_dir=plan.prometheus_dir,
         groups=plan.entry.groups,
         **values,
     )

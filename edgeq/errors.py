@@ -29,7 +29,8 @@ A more specific case is a subclass, so that code can tell it apart by type:
     ├── DeviceNotReady              exit 14  "not-ready"         a device fails the checks of edgeq doctor (run before deploy, probe, ...)
     │   └── ProvisionError (edgeq.provision)  "no-wheel"         no runtime wheel fits the device, or the host cannot get one
     ├── HistoryError                exit 15  "history"           the history database is corrupt, not edgeq's, from a newer edgeq or unwritable
-    └── HealthCheckFailed           exit 16  "health-check"      a deployed model failed its check on the device and was rolled back
+    ├── HealthCheckFailed           exit 16  "health-check"      a deployed model failed its check on the device and was rolled back
+    └── CheckFailed (edgeq.check)   exit 17  "check"             edgeq check found a problem (version drift, a changed file or runtime)
 
 Exit code 2 is click's: bad command-line usage; 130 is an interrupt (Ctrl-C).
 How a fleet's failures become one exit code is ``edgeq.cli._devices.raise_for_fleet``'s rule.

@@ -74,7 +74,22 @@ class Health:
     previous_p50_ms: float | None = None
     speedup: Speedup | None = None  # p50(previous) / p50(new): below 1 the new version is slower
     latencies_ms: tuple[float, ...] = ()  # the new version's runs (the baseline `edgeq check` compares with)
+    machine: str | None = None
     seconds: float = 0.0
+
+    def baseline(self, model: ModelFile, at: str) -> dict[str, object]:
+        """What the device keeps beside the version (``baseline.json``): what `edgeq check` compares with later."""
+        return {
+            "version": model.version,
+            "sha256": model.sha256,
+            "checked_at": at,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "machine": self.machine,
+            "p50_ms": self.p50_ms,
+            "latencies_ms": list(self.latencies_ms),
+            "parity_bit_exact": self.parity.bit_exact if self.parity is not None else None,
+        }
 
 
 def tolerance_for(host_outputs: dict[str, np.ndarray], given: float | None, same_build: bool) -> float:
@@ -122,12 +137,11 @@ def check_health(
     started = time.monotonic()
     timing = options.probe or ProbeOptions(runs=20, min_s=0.2, warmup_runs=2, warmup_min_s=0.0)
     prober = DeviceProber(conn, device, timing, target=target)
-    once = dataclasses.replace(timing, runs=1, min_s=0.0, warmup_runs=0, warmup_min_s=0.0)
-    try:
+    try:  # one probe: loads the model, times it (the baseline `edgeq check` compares with) and runs the samples
         if options.samples is not None:
-            first = prober.probe(model, once, samples=options.samples.path, return_outputs=True)
+            first = prober.probe(model, samples=options.samples.path, return_outputs=True)
         else:
-            first = prober.probe(model, once)
+            first = prober.probe(model)
     except (NoRuntimeError, RemoteCommandError, ProbeOutputError) as exc:
         return Health(False, "load", _short(exc, device), seconds=time.monotonic() - started)
     runtime, version = first.runtime, first.runtime_version
@@ -157,7 +171,6 @@ def check_health(
                 seconds=time.monotonic() - started,
             )
     if options.max_slowdown_pct is None or previous is None or previous == model.version:
-        result = first if options.samples is None else None
         return Health(
             True,
             None,
@@ -167,8 +180,9 @@ def check_health(
             parity,
             tolerance,
             same_build,
-            p50_ms=result.latency.p50_ms if result else None,
-            latencies_ms=result.latencies_ms if result else (),
+            p50_ms=first.latency.p50_ms,
+            latencies_ms=first.latencies_ms,
+            machine=first.machine,
             seconds=time.monotonic() - started,
         )
     import numpy as np
@@ -211,6 +225,7 @@ def check_health(
         previous_p50_ms=p50_old,
         speedup=ratio,
         latencies_ms=tuple(after),
+        machine=first.machine,
         seconds=time.monotonic() - started,
     )
 

@@ -108,6 +108,10 @@ def test_a_model_one_runtime_cannot_load_is_rolled_back_there_only(
     assert (bad["status"], bad["kind"], bad["version"]) == ("failed", "health-check", v1)
     assert bad["health"]["failure"] == "load" and "rolled back to " + v1 in bad["reason"]
     assert _active(devices["litert"], "digits") == v2 and _active(devices["tflite"], "digits") == v1
+    # the passed check is kept beside the version: what `edgeq check` compares with later
+    baseline = json.loads((devices["litert"].remote_dir / "models" / "digits" / v2 / "baseline.json").read_text())
+    assert baseline["runtime"] == "ai-edge-litert" and baseline["parity_bit_exact"] is True
+    assert len(baseline["latencies_ms"]) >= 20 and baseline["p50_ms"] > 0
 
 
 def test_outputs_perturbed_by_the_device_runtime_fail_parity(start_device, device_pythons, tmp_path, int8_model):

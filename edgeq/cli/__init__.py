@@ -83,6 +83,7 @@ COMMAND_MODULES = {
     "tune": "tune",
     "doctor": "doctor",
     "provision": "provision",
+    "check": "check",
     "devices": "devices",
     "ansible": "ansible",
 }
@@ -100,7 +101,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     5 model, 6 conversion, 7 device unreachable, 8 authentication,
     9 host key, 10 remote command, 11 probe output, 12 devices failed in
     different ways, 13 no candidate within the accuracy budget (tune),
-    14 a device is not ready (edgeq doctor's checks), 130 interrupted (Ctrl-C).
+    14 a device is not ready (edgeq doctor's checks), 15 the history database
+    is unusable, 16 a deployed model failed its health check (rolled back),
+    17 edgeq check found problems, 130 interrupted (Ctrl-C).
     \b
     Commands on devices exit 0 when every device succeeded; else one device
     exits with its failure's code (7-11, or 1: model absent or damaged on

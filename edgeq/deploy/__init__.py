@@ -79,7 +79,7 @@ from .results import (
 if TYPE_CHECKING:
     from ..connection import Connection
     from ..devices import Device
-    from ..health import HealthOptions
+    from ..health import Health, HealthOptions
     from ..targets import Target
 
 __all__ = [
@@ -144,6 +144,7 @@ def deploy_fleet(
             return result
         found = check_health(conn, device, model, health, previous=result.previous, target=target)
         if found.ok:
+            write_baseline(conn, device, model, found)
             return dataclasses.replace(result, health=found)
         final = _switch_back(conn, device, model.name, result.previous)
         back = f"rolled back to {final}" if final else "removed (it was the first version on the device)"
@@ -166,6 +167,23 @@ def deploy_fleet(
     if fleet.stop_reason is None or not undo:
         return fleet
     return _undo_rollout(fleet, devices, connect=connect, options=options, events=events)
+
+
+BASELINE_FILE = "baseline.json"  # beside a version's model.tflite: its health check at deploy time
+
+
+def write_baseline(conn: Connection, device: Device, model: ModelFile, health: Health) -> None:
+    """Keep the passed health check beside the version on the device (atomic put): `edgeq check` compares with it."""
+    import json
+    import tempfile
+
+    from .manifest import utc_now
+
+    data = json.dumps(health.baseline(model, utc_now()), indent=1).encode()
+    with tempfile.NamedTemporaryFile(prefix="edgeq-baseline-", suffix=".json") as handle:
+        handle.write(data)
+        handle.flush()
+        conn.put(handle.name, f"{model_dir(device, model.name)}/{model.version}/{BASELINE_FILE}")
 
 
 def _switch_back(conn: Connection, device: Device, name: str, previous: str | None) -> str | None:

@@ -85,6 +85,7 @@ class Deploy:
     port: int = 22
     remote_dir: str = "edgeq"  # relative to the login user's home directory, or absolute
     keep_versions: int = 3
+    prometheus_dir: str | None = None  # where the device's node_exporter reads textfiles (edgeq check --on-device)
 
 
 @dataclasses.dataclass(frozen=True)

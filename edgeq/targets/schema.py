@@ -66,8 +66,9 @@ _SCHEMA: dict[str, _Field] = {
     "deploy.port": _Field("int", required=False, minimum=1, maximum=65535),
     "deploy.remote_dir": _Field("str", required=False),
     "deploy.keep_versions": _Field("int", required=False, minimum=1, maximum=1000),
+    "deploy.prometheus_dir": _Field("str", required=False),
 }
-_DEPLOY_DEFAULTS = {"user": None, "port": 22, "remote_dir": "edgeq", "keep_versions": 3}
+_DEPLOY_DEFAULTS = {"user": None, "port": 22, "remote_dir": "edgeq", "keep_versions": 3, "prometheus_dir": None}
 
 
 def _is_table(key: str) -> bool:
