@@ -13,7 +13,8 @@ For every model on every device (or ``--name`` only), read on the device:
 * with ``--model FILE --samples DATA``: the outputs on the samples against
   this machine's interpreter (parity), and the latency against the
   deploy-time baseline (the drift in ms, with the bootstrap interval of the
-  ratio).
+  ratio; more than ``max_slowdown_pct`` slower, 50 % by default, with the
+  whole interval past it, is a problem).
 
 The result per device is a frozen :class:`DeviceCheck`; :func:`summarize`
 turns a fleet's into the version counts; :mod:`edgeq.prom` writes them for
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CheckFailed", "DeviceCheck", "FleetCheck", "ModelCheck", "check_device", "check_fleet", "summarize"]
 
+DEFAULT_MAX_SLOWDOWN_PCT = 50.0  # fleet monitoring alerts on regressions, not on the noise of a busy device
 MEASUREMENT_PREFIXES = ("probe-", "bench-", "tune-")  # models edgeq uploads to measure, not deployments
 BEGIN, END = "@@edgeq-model ", "@@edgeq-end"
 
@@ -155,8 +157,13 @@ def check_device(
     model: ModelFile | None = None,
     samples: ParitySamples | None = None,
     timing: ProbeOptions | None = None,
+    max_slowdown_pct: float = DEFAULT_MAX_SLOWDOWN_PCT,
 ) -> DeviceCheck:
-    """Check every model on ``device`` (or ``name``); with ``model`` and ``samples``, parity and latency too."""
+    """Check every model on ``device`` (or ``name``); with ``model`` and ``samples``, parity and latency too.
+
+    Latency is a problem when it is more than ``max_slowdown_pct`` slower than at the deploy, with the
+    whole bootstrap interval of the ratio past it.
+    """
     from .deploy.device import read_status
     from .detect import read_facts
     from .doctor import pick_runtime
@@ -195,7 +202,7 @@ def check_device(
             problems=tuple(problems),
         )
         if model is not None and model.name == model_name and intact:
-            entry = _measure(conn, device, entry, model, samples, timing, target, baseline)
+            entry = _measure(conn, device, entry, model, samples, timing, target, baseline, max_slowdown_pct)
         checks.append(entry)
     return DeviceCheck(device.name, target.name if target else device.target, runtime, runtime_version, tuple(checks))
 
@@ -209,6 +216,7 @@ def _measure(
     timing: ProbeOptions | None,
     target: Target | None,
     baseline: dict[str, Any] | None,
+    max_slowdown_pct: float,
 ) -> ModelCheck:
     """Parity on the samples and latency against the deploy-time baseline, for the active version."""
     import numpy as np
@@ -239,7 +247,7 @@ def _measure(
     if baseline and baseline.get("latencies_ms"):
         speed = speedup(baseline["latencies_ms"], result.latencies_ms)
         drift = float(np.median(result.latencies_ms)) - float(np.median(baseline["latencies_ms"]))
-        if speed.ci_high < 1 / 1.2:
+        if speed.ci_high < 1 / (1 + max_slowdown_pct / 100.0):
             problems.append(
                 f"slower than at the deploy: p50 {result.latency.p50_ms:.3g} ms, was {baseline.get('p50_ms'):.3g} ms "
                 f"(+{drift:.3g} ms; speed ratio {speed.ratio:.2f} [{speed.ci_low:.2f}, {speed.ci_high:.2f}])"
@@ -291,6 +299,7 @@ def check_fleet(
     timing: ProbeOptions | None = None,
     options: FleetOptions | None = None,
     events: FleetEvents | None = None,
+    max_slowdown_pct: float = DEFAULT_MAX_SLOWDOWN_PCT,
 ) -> tuple[FleetCheck, FleetResult[DeviceCheck]]:
     """:func:`check_device` on every device, then the fleet's versions and each device's expected one.
 
@@ -303,7 +312,14 @@ def check_fleet(
 
     def operation(conn: Connection, device: Device, _progress: Any) -> DeviceCheck:
         return check_device(
-            conn, device, name=name, target=targets(device.target), model=model, samples=samples, timing=timing
+            conn,
+            device,
+            name=name,
+            target=targets(device.target),
+            model=model,
+            samples=samples,
+            timing=timing,
+            max_slowdown_pct=max_slowdown_pct,
         )
 
     fleet = run_fleet(

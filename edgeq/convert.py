@@ -5,6 +5,7 @@ TensorFlow is imported inside the functions that need it, never at module import
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -372,7 +373,7 @@ def _convert(
         weights=_weight_census(quant_bytes),
     )
     if out_path is not None:
-        write_outputs(out_path, quant_bytes, report, recipe)
+        write_outputs(out_path, quant_bytes, report, recipe, samples=holdout or None)
     return ConversionResult(model_bytes=quant_bytes, report=report, converter_log="", recipe=recipe)
 
 
@@ -633,16 +634,38 @@ def _evaluate(
     return accuracy(labels, float_out[heads[0]], quant_out[heads[0]])
 
 
-def write_outputs(out: Path, model_bytes: bytes, report: ConversionReport, recipe: Recipe) -> None:
-    """Write the model, its report and its recipe so that all or none replace what was there."""
+def samples_path_for(output: str | os.PathLike) -> Path:
+    """``OUT.tflite`` -> ``OUT.samples.npz``: held-out reference inputs, what a health-gated deploy checks with."""
+    return Path(output).with_suffix(".samples.npz")
+
+
+REFERENCE_SAMPLES = 32  # held-out inputs kept beside the model (edgeq deploy's health check runs them)
+
+
+def write_outputs(
+    out: Path,
+    model_bytes: bytes,
+    report: ConversionReport,
+    recipe: Recipe,
+    samples: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Write the model, its report, its recipe (and reference ``samples``) so that all or none replace what was there.
+
+    ``samples``: held-out inputs (never calibrated on), keyed by input name; the first 32 are kept as
+    ``OUT.samples.npz``, which ``edgeq deploy`` uses for its health check when it deploys OUT.
+    """
     with (
         atomic_writer(out) as model_tmp,
         atomic_writer(report_path_for(out)) as report_tmp,
         atomic_writer(recipe_path_for(out)) as recipe_tmp,
+        atomic_writer(samples_path_for(out)) if samples else contextlib.nullcontext() as samples_tmp,
     ):
         model_tmp.write(model_bytes)
         report_tmp.write(json.dumps(report.to_dict(), indent=2).encode() + b"\n")
         recipe_tmp.write(recipe.to_json().encode())
+        if samples_tmp is not None and samples:
+            arrays: dict[str, Any] = {k: np.asarray(v[:REFERENCE_SAMPLES]) for k, v in samples.items()}
+            np.savez(samples_tmp, **arrays)
 
 
 # --------------------------------------------------------------------------- target policy

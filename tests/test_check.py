@@ -113,14 +113,29 @@ def test_check_measures_parity_and_latency_against_the_deploy_baseline(
     inventory = write_inventory(tmp_path / "fleet.yml", {"pi": ssh_host(device, device_pythons["ai-edge-litert"])})
     common = ["-i", inventory, "--known-hosts", device.known_hosts]
     assert _cli("deploy", int8_model, "--name", "digits", *common, "--check-samples", CALIB).exit_code == 0
-    result = _cli("check", *common, "--model", int8_model, "--name", "digits", "--samples", CALIB, "--json")
+    # a microsecond model on a busy 2-core machine: the threshold is not what this test is about
+    result = _cli(
+        "check",
+        *common,
+        "--model",
+        int8_model,
+        "--name",
+        "digits",
+        "--samples",
+        CALIB,
+        "--max-slowdown",
+        1000,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)["devices"]
     (model,) = row["check"]["models"]
     assert model["parity"]["bit_exact"] is True and model["p50_ms"] > 0
     assert model["drift_ms"] is not None and model["speed"]["ci_low"] <= model["speed"]["ci_high"]
     assert model["deployed_runtime"] == "ai-edge-litert"
-    shown = _cli("check", *common, "--model", int8_model, "--name", "digits", "--samples", CALIB)
+    shown = _cli(
+        "check", *common, "--model", int8_model, "--name", "digits", "--samples", CALIB, "--max-slowdown", 1000
+    )
     assert (
         "digits: 1 on " in shown.stdout and "outputs bit-exact" in shown.stdout and "since the deploy" in shown.stdout
     )

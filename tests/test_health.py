@@ -138,7 +138,7 @@ def test_outputs_perturbed_by_the_device_runtime_fail_parity(start_device, devic
     inventory = write_inventory(tmp_path / "fleet.yml", {device.name: ssh_host(device, python)})
     common = ["-i", inventory, "--known-hosts", device.known_hosts]
     v1 = _version(int8_model)
-    assert _cli("deploy", int8_model, "--name", "digits", *common).exit_code == 0
+    assert _cli("deploy", int8_model, "--name", "digits", *common, "--no-health-check").exit_code == 0
     other = tmp_path / "digits_v2.tflite"
     other.write_bytes(int8_model.read_bytes())
     _append_metadata(other)  # the same graph under a new version
@@ -217,3 +217,20 @@ def test_a_failing_batch_stops_the_rollout_and_undoes_it(
     kept = _cli("deploy", w4a8_model, "--name", "digits", *common, *args, "--no-undo")
     rows = {r["device"]: r for r in json.loads(kept.stdout)["results"]}
     assert rows["a-litert"]["status"] == "ok" and _active(devices["a-litert"], "digits") == _version(w4a8_model)
+
+
+def test_samples_kept_by_convert_turn_the_health_check_on(start_device, device_pythons, tmp_path, digits_classifier):
+    """edgeq convert keeps 32 held-out inputs beside the model (OUT.samples.npz); deploy checks with them unasked."""
+    out = tmp_path / "digits_int8.tflite"
+    made = _cli("convert", digits_classifier, "--calib", CALIB, "-o", out)
+    assert made.exit_code == 0, made.output
+    kept = np.load(out.with_suffix(".samples.npz"))
+    assert kept.files == ["image"] and kept["image"].shape == (32, 8, 8, 1)
+    device = start_device("auto")
+    inventory = write_inventory(
+        tmp_path / "fleet.yml", {device.name: ssh_host(device, device_pythons["ai-edge-litert"])}
+    )
+    result = _cli("deploy", out, *["-i", inventory, "--known-hosts", device.known_hosts], "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["results"]
+    assert row["health"]["ok"] and row["health"]["parity"]["bit_exact"] is True

@@ -39,6 +39,14 @@ if TYPE_CHECKING:
     help="Reference inputs (as for convert --calib) for the parity check of --model.",
 )
 @click.option(
+    "--max-slowdown",
+    "max_slowdown_pct",
+    type=click.FloatRange(min=0),
+    default=50.0,
+    show_default=True,
+    help="With --samples: a model this many percent slower than at its deploy (the whole 95 % interval past it) is a problem.",
+)
+@click.option(
     "--prometheus-dir",
     type=click.Path(path_type=Path, file_okay=False),
     help="Write the results for node_exporter's textfile collector: DIR/edgeq.prom (atomically).",
@@ -57,6 +65,7 @@ def check_cmd(
     expect: str | None,
     model_path: Path | None,
     samples: Path | None,
+    max_slowdown_pct: float,
     prometheus_dir: Path | None,
     on_device: bool,
     as_json: bool,
@@ -110,6 +119,7 @@ def check_cmd(
                 samples=reference,
                 options=devices.fleet_options(),
                 events=ui,
+                max_slowdown_pct=max_slowdown_pct,
             )
             if on_device:
                 _write_on_devices(found, view, devices, ui)

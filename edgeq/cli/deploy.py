@@ -86,6 +86,11 @@ are in the table and in --json.
     "[default: MODEL's .samples.npz when it has one]",
 )
 @click.option(
+    "--no-health-check",
+    is_flag=True,
+    help="Do not check the model on the devices after the switch, even when MODEL.samples.npz is there.",
+)
+@click.option(
     "--tolerance",
     type=click.FloatRange(min=0),
     default=None,
@@ -112,6 +117,7 @@ def deploy_cmd(
     max_fail_pct: float | None,
     no_undo: bool,
     check_samples: Path | None,
+    no_health_check: bool,
     tolerance: float | None,
     max_slowdown_pct: float | None,
     as_json: bool,
@@ -159,10 +165,12 @@ def deploy_cmd(
         batch=CountOrPercent.resolve(batch, len(found)) if batch else 0,
         max_fail_pct=max_fail_pct,
     )
+    if no_health_check and (check_samples is not None or max_slowdown_pct is not None):
+        raise click.UsageError("--no-health-check contradicts --check-samples and --max-slowdown")
     samples = check_samples if check_samples is not None else _recorded_samples(model)
     with contextlib.ExitStack() as stack:
         health = None
-        if samples is not None or max_slowdown_pct is not None:
+        if not no_health_check and (samples is not None or max_slowdown_pct is not None):
             from ..bench import parity_samples
             from ..health import HealthOptions
 
