@@ -120,3 +120,12 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     monkeypatch.delenv("EDGEQ_SSH_PASSWORD", raising=False)
     return home
+
+
+def pytest_configure(config):
+    """The commands record into a history database: the suite's own, never the user's (~/.local/share/edgeq)."""
+    import tempfile
+
+    if "EDGEQ_DB" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="edgeq-test-history-")
+        os.environ["EDGEQ_DB"] = os.path.join(folder, "history.sqlite")

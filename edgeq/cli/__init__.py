@@ -86,6 +86,7 @@ COMMAND_MODULES = {
     "check": "check",
     "devices": "devices",
     "ansible": "ansible",
+    "history": "history",
 }
 
 

@@ -11,6 +11,7 @@ import click
 from . import cli
 from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
 from ._options import TargetCache, targets_dir_option
+from ._record import record_options, recorder
 
 if TYPE_CHECKING:
     from ..check import FleetCheck
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     "inventory, or the target's deploy.prometheus_dir).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print every device's check as JSON.")
+@record_options
 def check_cmd(
     devices: DeviceOptions,
     targets_dir: Path | None,
@@ -69,6 +71,8 @@ def check_cmd(
     prometheus_dir: Path | None,
     on_device: bool,
     as_json: bool,
+    db: Path | None,
+    no_record: bool,
 ) -> None:
     """Check every model on every device: version drift, changed files, changed runtimes, output and speed drift.
 
@@ -103,6 +107,7 @@ def check_cmd(
 
         model = prepare_model(model_path, name)
     with contextlib.ExitStack() as stack:
+        history = stack.enter_context(recorder(db, no_record))
         reference = None
         if samples is not None and model_path is not None:
             from ..bench import parity_samples
@@ -123,42 +128,44 @@ def check_cmd(
             )
             if on_device:
                 _write_on_devices(found, view, devices, ui)
-    if prometheus_dir is not None:
-        from ..prom import fleet_registry, write_textfile
+        if prometheus_dir is not None:
+            from ..prom import fleet_registry, write_textfile
 
-        path = write_textfile(str(prometheus_dir), fleet_registry(view))
-        if not as_json:
-            click.echo(f"wrote {path}", err=True)
-    if as_json:
-        import json
+            path = write_textfile(str(prometheus_dir), fleet_registry(view))
+            if not as_json:
+                click.echo(f"wrote {path}", err=True)
+        if as_json:
+            import json
 
-        from ..types import to_jsonable
+            from ..types import to_jsonable
 
-        click.echo(
-            json.dumps(
-                {
-                    "ok": fleet.ok,
-                    "versions": view.versions,
-                    "expected": view.expected,
-                    "unreachable": view.unreachable,
-                    "devices": [
-                        {
-                            "device": n,
-                            "status": r.status.value,
-                            "code": r.code,
-                            "kind": r.kind,
-                            "reason": e or r.reason,
-                            "check": to_jsonable(d),
-                        }
-                        for n, d, e, r in zip(view.names, view.devices, view.errors, fleet.results, strict=True)
-                    ],
-                },
-                indent=2,
-                default=str,
+            click.echo(
+                json.dumps(
+                    {
+                        "ok": fleet.ok,
+                        "versions": view.versions,
+                        "expected": view.expected,
+                        "unreachable": view.unreachable,
+                        "devices": [
+                            {
+                                "device": n,
+                                "status": r.status.value,
+                                "code": r.code,
+                                "kind": r.kind,
+                                "reason": e or r.reason,
+                                "check": to_jsonable(d),
+                            }
+                            for n, d, e, r in zip(view.names, view.devices, view.errors, fleet.results, strict=True)
+                        ],
+                    },
+                    indent=2,
+                    default=str,
+                )
             )
-        )
-    else:
-        _render(view)
+        else:
+            _render(view)
+        if history is not None:
+            history.record_check(view, fleet)
     raise_for_fleet(fleet)
 
 

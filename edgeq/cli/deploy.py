@@ -23,6 +23,7 @@ from . import cli
 from ._devices import DeviceOptions, FleetProgress, device_options, raise_for_fleet
 from ._options import CountOrPercent, TargetCache, skip_checks_option
 from ._output import print_renderables
+from ._record import record_options, recorder
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -107,6 +108,7 @@ are in the table and in --json.
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON on stdout.")
 @skip_checks_option
+@record_options
 @device_options
 def deploy_cmd(
     model: Path,
@@ -122,6 +124,8 @@ def deploy_cmd(
     max_slowdown_pct: float | None,
     as_json: bool,
     skip_checks: bool,
+    db: Path | None,
+    no_record: bool,
     devices: DeviceOptions,
 ) -> None:
     """Deploy MODEL (.tflite) to one device or a fleet: verified, atomic, versioned.
@@ -169,6 +173,7 @@ def deploy_cmd(
         raise click.UsageError("--no-health-check contradicts --check-samples and --max-slowdown")
     samples = check_samples if check_samples is not None else _recorded_samples(model)
     with contextlib.ExitStack() as stack:
+        history = stack.enter_context(recorder(db, no_record))
         health = None
         if not no_health_check and (samples is not None or max_slowdown_pct is not None):
             from ..bench import parity_samples
@@ -189,7 +194,9 @@ def deploy_cmd(
                 health=health,
                 undo=not no_undo,
             )
-    _show(fleet, as_json)
+        _show(fleet, as_json)
+        if history is not None:
+            history.record_deploy(fleet, model=prepared, devices=found)
     raise_for_fleet(fleet)
 
 
@@ -229,8 +236,11 @@ def status_cmd(name: str, as_json: bool, devices: DeviceOptions) -> None:
     help="Version to switch to (a unique prefix of 4+ hex digits) [default: the version active before the current one].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON on stdout.")
+@record_options
 @device_options
-def rollback_cmd(name: str, to: str | None, as_json: bool, devices: DeviceOptions) -> None:
+def rollback_cmd(
+    name: str, to: str | None, as_json: bool, db: Path | None, no_record: bool, devices: DeviceOptions
+) -> None:
     """Switch a model back to the previously active version (or --to VERSION), atomically.
 
     The version switched to is verified against its sha256 on the device
@@ -240,11 +250,14 @@ def rollback_cmd(name: str, to: str | None, as_json: bool, devices: DeviceOption
 
     validate_model_name(name)
     found = devices.resolve()
-    with FleetProgress(len(found), action="rollback") as ui:
-        fleet = rollback_fleet(
-            found, name, to=to, connect=devices.connector(ui), options=devices.fleet_options(), events=ui
-        )
-    _show(fleet, as_json)
+    with recorder(db, no_record) as history:
+        with FleetProgress(len(found), action="rollback") as ui:
+            fleet = rollback_fleet(
+                found, name, to=to, connect=devices.connector(ui), options=devices.fleet_options(), events=ui
+            )
+        _show(fleet, as_json)
+        if history is not None:
+            history.record_deploy(fleet, "rollback", devices=found)
     raise_for_fleet(fleet)
 
 

@@ -18,6 +18,7 @@ from ._options import (
     timing_options,
 )
 from ._output import print_renderables, progress_reporter
+from ._record import record_options, recorder
 
 if TYPE_CHECKING:
     from ..bench import ProbeOutcome
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 @skip_checks_option
+@record_options
 def probe_cmd(
     model: Path,
     devices: DeviceOptions,
@@ -60,6 +62,8 @@ def probe_cmd(
     parity_count: int,
     as_json: bool,
     skip_checks: bool,
+    db: Path | None,
+    no_record: bool,
 ) -> None:
     """Measure MODEL's latency ON each device (or on this machine with --target host).
 
@@ -86,27 +90,30 @@ def probe_cmd(
     model_file = probe_model(model)
     options = probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, probe_timeout(timeout_s, devices))
     checks = _checks(skip_checks, [model], targets, runtime)
-    with (
-        parity_samples(model, samples, parity_count) as parity,
-        FleetProgress(len(found), action="probe", total_bytes=model_file.size_bytes, enabled=not as_json) as ui,
-    ):
-        fleet = probe_fleet(
-            found,
-            model_file,
-            options,
-            connect=devices.connector(ui),
-            device_targets=targets.get,
-            threads=threads,
-            parity=parity,
-            fleet_options=devices.fleet_options(),
-            events=ui,
-            checks=checks,
-        )
-    rows = _probe_rows(fleet)
-    if as_json:
-        click.echo(to_json({"model": str(model), "devices": rows}))
-    else:
-        print_renderables(probe_table(rows))
+    with recorder(db, no_record) as history:  # an unusable history database stops here, before any work
+        with (
+            parity_samples(model, samples, parity_count) as parity,
+            FleetProgress(len(found), action="probe", total_bytes=model_file.size_bytes, enabled=not as_json) as ui,
+        ):
+            fleet = probe_fleet(
+                found,
+                model_file,
+                options,
+                connect=devices.connector(ui),
+                device_targets=targets.get,
+                threads=threads,
+                parity=parity,
+                fleet_options=devices.fleet_options(),
+                events=ui,
+                checks=checks,
+            )
+        rows = _probe_rows(fleet)
+        if as_json:
+            click.echo(to_json({"model": str(model), "devices": rows}))
+        else:
+            print_renderables(probe_table(rows))
+        if history is not None:
+            history.record_probe(fleet, model_file, devices=found)
     raise_for_fleet(fleet)
 
 
@@ -177,6 +184,7 @@ def _probe_rows(fleet: FleetResult[ProbeOutcome]) -> list[dict[str, Any]]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout.")
 @skip_checks_option
+@record_options
 @click.pass_context
 def bench_cmd(
     ctx: click.Context,
@@ -197,6 +205,8 @@ def bench_cmd(
     out_dir: Path | None,
     as_json: bool,
     skip_checks: bool,
+    db: Path | None,
+    no_record: bool,
 ) -> None:
     """Is int8 really faster on YOUR device? Convert MODEL to float32 and int8, deploy both, probe both ON each device.
 
@@ -216,39 +226,42 @@ def bench_cmd(
 
     targets = TargetCache(targets_dir)
     found = devices.resolve(target_loader=targets.load)  # a bad target fails here, before any connection
-    out_dir = out_dir or Path(f"edgeq-bench-{model.stem}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise click.UsageError(f"{out_dir} exists and is not a folder")
-    with progress_reporter(enabled=not as_json) as say:
-        models = convert_for_bench(
-            model,
-            calib,
-            out_dir,
-            eval_data=eval_data,
-            target=targets.get(common_target(found)),
-            say=say,
-            show_log=ctx.obj.get("debug", False),
-        )
-    timing = probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, probe_timeout(timeout_s, devices))
-    options = BenchOptions.around(timing, rounds=rounds, sweep=sweep, threads=threads)
-    total_bytes = models.float32.size_bytes + models.int8.size_bytes
-    checks = _checks(skip_checks, [Path(models.float32.path), Path(models.int8.path)], targets, runtime)
-    with FleetProgress(len(found), action="bench", total_bytes=total_bytes, enabled=not as_json) as ui:
-        report, fleet = run_bench(
-            found,
-            models,
-            options,
-            connect=devices.connector(ui),
-            device_targets=targets.get,
-            fleet_options=devices.fleet_options(),
-            events=ui,
-            say=ui.note,
-            checks=checks,
-        )
-    written = write_bench_reports(report, out_dir / f"{model.stem}_bench")
-    if as_json:
-        click.echo(to_json(report))
-    else:
-        print_renderables(bench_tables(report))
-        click.echo("reports: " + ", ".join(str(p) for p in written.values()))
+    with recorder(db, no_record) as history:  # an unusable history database stops here, before any work
+        out_dir = out_dir or Path(f"edgeq-bench-{model.stem}")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise click.UsageError(f"{out_dir} exists and is not a folder")
+        with progress_reporter(enabled=not as_json) as say:
+            models = convert_for_bench(
+                model,
+                calib,
+                out_dir,
+                eval_data=eval_data,
+                target=targets.get(common_target(found)),
+                say=say,
+                show_log=ctx.obj.get("debug", False),
+            )
+        timing = probe_options(runs, min_s, warmup_runs, warmup_min_s, runtime, probe_timeout(timeout_s, devices))
+        options = BenchOptions.around(timing, rounds=rounds, sweep=sweep, threads=threads)
+        total_bytes = models.float32.size_bytes + models.int8.size_bytes
+        checks = _checks(skip_checks, [Path(models.float32.path), Path(models.int8.path)], targets, runtime)
+        with FleetProgress(len(found), action="bench", total_bytes=total_bytes, enabled=not as_json) as ui:
+            report, fleet = run_bench(
+                found,
+                models,
+                options,
+                connect=devices.connector(ui),
+                device_targets=targets.get,
+                fleet_options=devices.fleet_options(),
+                events=ui,
+                say=ui.note,
+                checks=checks,
+            )
+        written = write_bench_reports(report, out_dir / f"{model.stem}_bench")
+        if as_json:
+            click.echo(to_json(report))
+        else:
+            print_renderables(bench_tables(report))
+            click.echo("reports: " + ", ".join(str(p) for p in written.values()))
+        if history is not None:
+            history.record_bench(report, models=models)
     raise_for_fleet(fleet)

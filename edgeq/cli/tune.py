@@ -20,6 +20,7 @@ from ._options import (
     timing_options,
 )
 from ._output import print_renderables, progress_reporter
+from ._record import record_options, recorder
 
 if TYPE_CHECKING:
     from ..devices import Device
@@ -87,6 +88,7 @@ if TYPE_CHECKING:
     "--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (`chosen.path` is the chosen model)."
 )
 @skip_checks_option
+@record_options
 @click.pass_context
 def tune_cmd(
     ctx: click.Context,
@@ -115,6 +117,8 @@ def tune_cmd(
     out_dir: Path | None,
     as_json: bool,
     skip_checks: bool,
+    db: Path | None,
+    no_record: bool,
 ) -> None:
     """Find the fastest variant of MODEL that stays within an accuracy budget.
 
@@ -169,9 +173,28 @@ def tune_cmd(
     from ..doctor import Checks
     from ..litert import captured_native_output
 
-    with progress_reporter(enabled=not as_json) as say, captured_native_output(echo=ctx.obj.get("debug", False)):
-        if found:
-            with FleetProgress(len(found), action="tune", enabled=not as_json) as ui:
+    with recorder(db, no_record if found else True) as history:  # a tune without devices measures nothing
+        with progress_reporter(enabled=not as_json) as say, captured_native_output(echo=ctx.obj.get("debug", False)):
+            if found:
+                with FleetProgress(len(found), action="tune", enabled=not as_json) as ui:
+                    report, _written, fleet = run_tune(
+                        str(model),
+                        str(calib),
+                        str(eval_data) if eval_data else None,
+                        options,
+                        out_dir,
+                        target=target,
+                        devices=found,
+                        device_targets=targets.get,
+                        connect=devices.connector(ui),
+                        fleet_options=devices.fleet_options(),
+                        events=ui,
+                        probe_options=timing,
+                        rounds=rounds,
+                        say=say,
+                        checks=None if skip_checks else Checks((), targets.get, runtime),
+                    )
+            else:
                 report, _written, fleet = run_tune(
                     str(model),
                     str(calib),
@@ -179,30 +202,20 @@ def tune_cmd(
                     options,
                     out_dir,
                     target=target,
-                    devices=found,
-                    device_targets=targets.get,
-                    connect=devices.connector(ui),
-                    fleet_options=devices.fleet_options(),
-                    events=ui,
-                    probe_options=timing,
-                    rounds=rounds,
                     say=say,
-                    checks=None if skip_checks else Checks((), targets.get, runtime),
                 )
+        if report.chosen is not None or report.best_found is not None:
+            reports = write_tune_reports(report, out_dir / f"{model.stem}_tune")
         else:
-            report, _written, fleet = run_tune(
-                str(model), str(calib), str(eval_data) if eval_data else None, options, out_dir, target=target, say=say
-            )
-    if report.chosen is not None or report.best_found is not None:
-        reports = write_tune_reports(report, out_dir / f"{model.stem}_tune")
-    else:
-        reports = {}
-    if as_json:
-        click.echo(to_json(report))
-    else:
-        print_renderables(tune_tables(report))
-        if reports:
-            click.echo("reports: " + ", ".join(str(p) for p in reports.values()))
+            reports = {}
+        if as_json:
+            click.echo(to_json(report))
+        else:
+            print_renderables(tune_tables(report))
+            if reports:
+                click.echo("reports: " + ", ".join(str(p) for p in reports.values()))
+        if history is not None and found:
+            history.record_tune(report)
     if fleet is not None:
         raise_for_fleet(fleet)
     if report.chosen is None:
