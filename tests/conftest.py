@@ -8,6 +8,9 @@ Devices:
 * ``down_address`` (nothing listening), ``silent_server`` (accepts, never answers),
   ``cutting_proxy(device, cut_after_bytes=N, mode="close"|"stall", cut_connections=K)``;
 * ``known_hosts_for(*devices)``: a fresh known_hosts file holding those devices' keys.
+* ``emulated_devices``: a factory of emulated Raspberry Pi OS devices (``tests/emulated.py``):
+  ``emulated_devices("rpios64")`` starts one (arm64 under qemu-user, its own sshd), with a fresh
+  writable layer; ``emulated_devices.stop(device)``, else stopped when the session ends.
 
 They need root; without it they skip.
 """
@@ -69,6 +72,27 @@ def shared_device(sshd_factory) -> _sshd.SSHDevice:
     device = sshd_factory.start_device("shared")
     yield device
     sshd_factory.stop_device(device)
+
+
+@pytest.fixture(scope="session")
+def emulated_devices(sshd_factory, pytestconfig):
+    """Starts emulated Raspberry Pi OS devices (images: bare, rpios64, pi5-litert), building the images on first use."""
+    import sys
+
+    import emulated as _emulated
+
+    reason = _emulated.available()
+    if reason:
+        pytest.skip(f"emulated Raspberry Pi devices unavailable: {reason}")
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+
+    def say(text: str) -> None:  # shown as it happens: a first build takes minutes
+        with capture.global_and_fixture_disabled():
+            print(f"\nemulated devices: {text}", file=sys.stderr, flush=True)
+
+    factory = _emulated.EmulatedDeviceFactory(sshd_factory.base / "emulated", sshd_factory.client_key, say)
+    yield factory
+    factory.stop_all()
 
 
 @pytest.fixture

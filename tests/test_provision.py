@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,10 @@ from edgeq.cli import cli
 from edgeq.errors import DeviceNotReady
 from edgeq.provision import DeviceRuntime, ProvisionError, numpy_serves, platform_tags, resolve_wheels
 
-TEST_WHEELS = Path(os.environ.get("EDGEQ_TEST_WHEELS") or Path.home() / ".cache" / "edgeq-tests" / "wheels")
+# the login's home from passwd, not $HOME: isolated_home points $HOME at a temporary folder
+TEST_WHEELS = Path(
+    os.environ.get("EDGEQ_TEST_WHEELS") or Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "edgeq-tests" / "wheels"
+)
 pytestmark = pytest.mark.usefixtures("isolated_home")
 
 
