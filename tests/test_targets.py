@@ -624,7 +624,7 @@ def test_show_json_shape():
     assert list(target) == TARGET_KEYS
     assert list(target["cpu"]) == ["model", "cores", "max_clock_mhz", "features", "soc", "isa"]
     assert list(target["quantization"]) == ["modes", "io_types", "per_channel", "notes"]
-    assert list(target["deploy"]) == ["transport", "user", "port", "remote_dir", "keep_versions"]
+    assert list(target["deploy"]) == ["transport", "user", "port", "remote_dir", "keep_versions", "prometheus_dir"]
     assert target["runtimes"] == ["ai-edge-litert", "tflite-runtime", "tensorflow"]
     assert target["deploy"]["user"] is None and target["origin"] == "bundled"
 
