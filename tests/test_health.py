@@ -114,11 +114,10 @@ def test_a_model_one_runtime_cannot_load_is_rolled_back_there_only(
     assert len(baseline["latencies_ms"]) >= 20 and baseline["p50_ms"] > 0
 
 
-def test_outputs_perturbed_by_the_device_runtime_fail_parity(start_device, device_pythons, tmp_path, int8_model):
-    device = start_device("perturbed")
+def _perturbed_python(device, device_pythons) -> Path:
+    """The device's runtime, patched: every output tensor comes back with 3 added (a broken build, a bad kernel)."""
     patch = device.home / "patch"
     patch.mkdir()
-    # the device's runtime, patched: every output tensor comes back with 3 added (a broken build, a bad kernel)
     (patch / "sitecustomize.py").write_text(
         "import numpy as np\n"
         "from ai_edge_litert import interpreter as _i\n"
@@ -135,6 +134,12 @@ def test_outputs_perturbed_by_the_device_runtime_fail_parity(start_device, devic
         device.home / "patched-python", f'#!/bin/sh\nPYTHONPATH={patch} exec {device_pythons["ai-edge-litert"]} "$@"\n'
     )
     os.system(f"chown -R {device.uid} {device.home}")
+    return python
+
+
+def test_outputs_perturbed_by_the_device_runtime_fail_parity(start_device, device_pythons, tmp_path, int8_model):
+    device = start_device("perturbed")
+    python = _perturbed_python(device, device_pythons)
     inventory = write_inventory(tmp_path / "fleet.yml", {device.name: ssh_host(device, python)})
     common = ["-i", inventory, "--known-hosts", device.known_hosts]
     v1 = _version(int8_model)
@@ -234,3 +239,23 @@ def test_samples_kept_by_convert_turn_the_health_check_on(start_device, device_p
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)["results"]
     assert row["health"]["ok"] and row["health"]["parity"]["bit_exact"] is True
+
+
+def test_a_version_left_unchecked_is_checked_when_the_rollout_runs_again(
+    start_device, device_pythons, tmp_path, int8_model
+):
+    """A run that lost the device during its check leaves the version active and unchecked; the next run checks it."""
+    device = start_device("rerun")
+    python = _perturbed_python(device, device_pythons)
+    inventory = write_inventory(tmp_path / "fleet.yml", {device.name: ssh_host(device, python)})
+    common = ["-i", inventory, "--known-hosts", device.known_hosts]
+    older = tmp_path / "digits_v0.tflite"
+    older.write_bytes(int8_model.read_bytes())
+    _append_metadata(older)
+    for model in (older, int8_model):  # v0, then v1 active without a check (as if the check had been cut off)
+        assert _cli("deploy", model, "--name", "digits", *common, "--no-health-check").exit_code == 0
+    result = _cli("deploy", int8_model, "--name", "digits", *common, "--check-samples", CALIB, "--json")
+    assert result.exit_code == 16, result.output
+    (row,) = json.loads(result.stdout)["results"]
+    assert row["health"]["failure"] == "parity" and row["version"] == _version(older)
+    assert _active(device, "digits") == _version(older)

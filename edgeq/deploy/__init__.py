@@ -52,7 +52,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import EdgeqError, HealthCheckFailed, InternalError, RolledBack
+from ..errors import EdgeqError, HealthCheckFailed, InternalError, ModelStateError, RolledBack
 from ..fleet import (
     Connector,
     DeviceReport,
@@ -140,13 +140,20 @@ def deploy_fleet(
         result = deploy_to_device(
             conn, device, model, keep=versions, progress=progress, target=target if check_target else None
         )
-        if health is None or result.status is not DeviceStatus.OK or result.previous == result.version:
+        if health is None:
             return result
-        found = check_health(conn, device, model, health, previous=result.previous, target=target)
+        switched = result.status is DeviceStatus.OK and result.previous != result.version
+        # already active: checked unless it never was (a run that lost the device during its check, then retried
+        # or re-run, finds the version active and must not leave it unchecked); what came before is in the manifest
+        unchecked = result.status is DeviceStatus.UNCHANGED and not has_baseline(conn, device, model)
+        if not (switched or unchecked):
+            return result
+        previous = result.previous if switched else None
+        found = check_health(conn, device, model, health, previous=previous, target=target)
         if found.ok:
             write_baseline(conn, device, model, found)
             return dataclasses.replace(result, health=found)
-        final = _switch_back(conn, device, model.name, result.previous)
+        final = _switch_back(conn, device, model.name, previous, from_manifest=not switched)
         back = f"rolled back to {final}" if final else "removed (it was the first version on the device)"
         raise HealthCheckFailed(
             f"{device.name}: version {model.version} failed its health check ({found.failure}): {found.reason}; {back}",
@@ -186,8 +193,30 @@ def write_baseline(conn: Connection, device: Device, model: ModelFile, health: H
         conn.put(handle.name, f"{model_dir(device, model.name)}/{model.version}/{BASELINE_FILE}")
 
 
-def _switch_back(conn: Connection, device: Device, name: str, previous: str | None) -> str | None:
-    """Make ``previous`` active again (None: remove the model, which was not on the device before); what is active after."""
+def has_baseline(conn: Connection, device: Device, model: ModelFile) -> bool:
+    """Whether this version passed a health check on the device (its ``baseline.json`` is there)."""
+    import shlex
+
+    path = f"{model_dir(device, model.name)}/{model.version}/{BASELINE_FILE}"
+    return (
+        conn.run(f"test -f {shlex.quote(path)}", conn.options.command_timeout_s, check=False, label="check").exit_status
+        == 0
+    )
+
+
+def _switch_back(
+    conn: Connection, device: Device, name: str, previous: str | None, *, from_manifest: bool = False
+) -> str | None:
+    """Make ``previous`` active again (None: remove the model, which was not on the device before); what is active after.
+
+    ``from_manifest``: ``previous`` is not known here; the version active before the current one, as the
+    manifest's history says (rollback's own default), else the model is removed.
+    """
+    if from_manifest:
+        try:
+            return rollback_device(conn, device, name).version
+        except ModelStateError:  # no earlier version to go back to
+            previous = None
     if previous is None:
         remove_from_device(conn, device, name)
         return None
