@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -507,7 +506,3 @@ def checkup_to_dict(result: Checkup) -> dict[str, Any]:
     data: dict[str, Any] = to_jsonable(result)
     data["ok"] = result.ok
     return data
-
-
-def problems_json(problems: Sequence[Problem]) -> str:
-    return json.dumps([dataclasses.asdict(p) for p in problems])
