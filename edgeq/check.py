@@ -222,18 +222,16 @@ def _measure(
     import numpy as np
 
     from .bench import DeviceProber
-    from .deploy import ModelFile
     from .probe import ProbeOptions, compare_parity
     from .stats import speedup
 
     problems = list(entry.problems)
     if entry.version != model.version:
         return dataclasses.replace(entry, problems=(*problems, f"runs {entry.version}, not {model.version} (--model)"))
-    active = ModelFile(path=model.path, name=model.name, sha256=model.sha256, size_bytes=model.size_bytes)
     options = timing or ProbeOptions(runs=20, min_s=0.2, warmup_runs=2, warmup_min_s=0.0)
     prober = DeviceProber(conn, device, options, target=target)
     try:
-        result = prober.probe(active, samples=samples.path if samples else None, return_outputs=samples is not None)
+        result = prober.probe(model, samples=samples.path if samples else None, return_outputs=samples is not None)
     except (RemoteCommandError, ProbeOutputError) as exc:
         return dataclasses.replace(entry, problems=(*problems, f"does not run: {exc.message}"))
     parity = None

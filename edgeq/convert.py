@@ -20,6 +20,7 @@ from . import __version__
 from .calibration import ImageOptions, load_labelled, load_samples, split_samples
 from .errors import CalibrationDataError, ConversionError, InternalError, ModelError
 from .files import atomic_writer
+from .health import REFERENCE_SAMPLES, samples_path_for
 from .litert import ModelRunner, _first_line, captured_native_output, describe_model
 from .metrics import accuracy, compare_outputs, is_classifier_output
 from .quantize import FloatGraph, load_float_tflite
@@ -632,14 +633,6 @@ def _evaluate(
             f"{path}: labelled evaluation needs exactly one classifier output (N, C); the model has {len(heads)}"
         )
     return accuracy(labels, float_out[heads[0]], quant_out[heads[0]])
-
-
-def samples_path_for(output: str | os.PathLike) -> Path:
-    """``OUT.tflite`` -> ``OUT.samples.npz``: held-out reference inputs, what a health-gated deploy checks with."""
-    return Path(output).with_suffix(".samples.npz")
-
-
-REFERENCE_SAMPLES = 32  # held-out inputs kept beside the model (edgeq deploy's health check runs them)
 
 
 def write_outputs(

@@ -25,8 +25,10 @@ when it is not ``ok`` (:mod:`edgeq.deploy`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import EdgeqError, NoRuntimeError, ProbeOutputError, RemoteCommandError
@@ -42,7 +44,28 @@ if TYPE_CHECKING:
     from .stats import Speedup
     from .targets import Target
 
-__all__ = ["Health", "HealthOptions", "check_health", "tolerance_for"]
+__all__ = [
+    "REFERENCE_SAMPLES",
+    "Health",
+    "HealthOptions",
+    "check_health",
+    "recorded_samples",
+    "samples_path_for",
+    "tolerance_for",
+]
+
+REFERENCE_SAMPLES = 32  # held-out inputs `edgeq convert` keeps beside a model, for the health check
+
+
+def samples_path_for(model: str | os.PathLike[str]) -> Path:
+    """``OUT.tflite`` -> ``OUT.samples.npz``: the reference inputs kept beside a model (written by edgeq convert)."""
+    return Path(model).with_suffix(".samples.npz")
+
+
+def recorded_samples(model: str | os.PathLike[str]) -> Path | None:
+    """The reference samples kept beside ``model``, when there are some."""
+    path = samples_path_for(model)
+    return path if path.is_file() else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -197,10 +197,10 @@ def _render(view: FleetCheck) -> None:
 def _write_on_devices(found: tuple[Device, ...], view: FleetCheck, devices: DeviceOptions, ui: FleetProgress) -> None:
     """Each checked device's own edgeq.prom, put (atomically) into its node_exporter folder."""
     import posixpath
-    import tempfile
 
     from ..fleet import run_fleet
     from ..prom import PROM_FILE, device_registry, render
+    from ..remote import put_bytes
 
     by_name = dict(zip(view.names, view.devices, strict=True))
     chosen = [d for d in found if d.prometheus_dir and by_name.get(d.name) is not None]
@@ -212,10 +212,7 @@ def _write_on_devices(found: tuple[Device, ...], view: FleetCheck, devices: Devi
 
     def operation(conn: Connection, device: Device, _progress: object) -> str | None:
         data = render(device_registry(device.name, by_name[device.name]))
-        with tempfile.NamedTemporaryFile(prefix="edgeq-", suffix=".prom") as handle:
-            handle.write(data)
-            handle.flush()
-            conn.put(handle.name, posixpath.join(device.prometheus_dir or ".", PROM_FILE))
+        put_bytes(conn, data, posixpath.join(device.prometheus_dir or ".", PROM_FILE))
         return device.prometheus_dir
 
     written = run_fleet(

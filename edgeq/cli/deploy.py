@@ -171,7 +171,9 @@ def deploy_cmd(
     )
     if no_health_check and (check_samples is not None or max_slowdown_pct is not None):
         raise click.UsageError("--no-health-check contradicts --check-samples and --max-slowdown")
-    samples = check_samples if check_samples is not None else _recorded_samples(model)
+    from ..health import recorded_samples
+
+    samples = check_samples if check_samples is not None else recorded_samples(model)
     with contextlib.ExitStack() as stack:
         history = stack.enter_context(recorder(db, no_record))
         health = None
@@ -198,12 +200,6 @@ def deploy_cmd(
         if history is not None:
             history.record_deploy(fleet, model=prepared, devices=found)
     raise_for_fleet(fleet)
-
-
-def _recorded_samples(model: Path) -> Path | None:
-    """The reference samples `edgeq convert` keeps beside a model (MODEL.samples.npz), when there are some."""
-    path = model.with_suffix(".samples.npz")
-    return path if path.is_file() else None
 
 
 @cli.command("status", epilog=_FLEET_HELP)

@@ -182,15 +182,12 @@ BASELINE_FILE = "baseline.json"  # beside a version's model.tflite: its health c
 def write_baseline(conn: Connection, device: Device, model: ModelFile, health: Health) -> None:
     """Keep the passed health check beside the version on the device (atomic put): `edgeq check` compares with it."""
     import json
-    import tempfile
 
+    from ..remote import put_bytes
     from .manifest import utc_now
 
     data = json.dumps(health.baseline(model, utc_now()), indent=1).encode()
-    with tempfile.NamedTemporaryFile(prefix="edgeq-baseline-", suffix=".json") as handle:
-        handle.write(data)
-        handle.flush()
-        conn.put(handle.name, f"{model_dir(device, model.name)}/{model.version}/{BASELINE_FILE}")
+    put_bytes(conn, data, f"{model_dir(device, model.name)}/{model.version}/{BASELINE_FILE}")
 
 
 def has_baseline(conn: Connection, device: Device, model: ModelFile) -> bool:

@@ -32,6 +32,10 @@ import importlib.resources
 import posixpath
 import shlex
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..connection import Connection
 
 __all__ = [
     "MISSING_MARKER",
@@ -43,6 +47,7 @@ __all__ = [
     "install_command",
     "launcher",
     "missing_paths",
+    "put_bytes",
     "script",
     "script_command",
     "script_source",
@@ -132,3 +137,13 @@ def install_command(file: DeviceFile, token: str) -> str:
         f"umask 022; {{ mkdir -p -- {folder} && cat > {temp} && [ $(wc -c < {temp}) -eq {size} ] "
         f"&& mv -f -- {temp} {path}; }} || {{ rm -f -- {temp}; echo 'edgeq: cannot write '{path} >&2; exit 1; }}"
     )
+
+
+def put_bytes(conn: Connection, data: bytes, path: str) -> int:
+    """Write ``data`` to ``path`` on the device through ``conn.put`` (atomic: a temporary name, then a rename)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="edgeq-put-") as handle:
+        handle.write(data)
+        handle.flush()
+        return conn.put(handle.name, path)
