@@ -377,7 +377,7 @@ def _plan(entry: HostEntry, target: str | None, load: Callable[[str], Target], e
         python=python,
         remote_dir=remote_dir,
         keep=keep,
-        prometheus_dir=_text(values, "edgeq_prometheus_dir", where) or getattr(deploy, "prometheus_dir", None),
+        prometheus_dir=_text(values, "edgeq_prometheus_dir", where) or (deploy.prometheus_dir if deploy else None),
     )
 
 

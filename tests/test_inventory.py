@@ -695,7 +695,7 @@ def test_the_cli_says_it_in_one_line_with_a_nonzero_exit(tmp_path):
 
 
 def _fake_target(**deploy):
-    values = dict(transport="ssh", user=None, port=22, remote_dir="edgeq", keep_versions=3)
+    values = dict(transport="ssh", user=None, port=22, remote_dir="edgeq", keep_versions=3, prometheus_dir=None)
     values.update(deploy)
     return types.SimpleNamespace(name="fake", python="python3", deploy=types.SimpleNamespace(**values))
 
