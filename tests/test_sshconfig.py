@@ -265,7 +265,9 @@ def test_a_targets_user_and_port_apply_where_the_config_sets_none_and_match_sees
     target = types.SimpleNamespace(
         name="fake",
         python="python3",
-        deploy=types.SimpleNamespace(transport="ssh", user="tuser", port=2022, remote_dir="edgeq", keep_versions=3),
+        deploy=types.SimpleNamespace(
+            transport="ssh", user="tuser", port=2022, remote_dir="edgeq", keep_versions=3, prometheus_dir=None
+        ),
     )
     config = write(
         tmp_path, "Host configured\n  User cfguser\n  Port 2200\nMatch user tuser\n  HostName matched.test\n"
