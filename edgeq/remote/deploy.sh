@@ -262,9 +262,11 @@ switch() {
   recover
   tmp=""; terr=""; hp=""
   cleanup() {
-    [ -n "$hp" ] && kill "$hp" 2>/dev/null
+    # the upload's writer is stopped and reaped first: files it opens after the rm would outlive the script
+    [ -n "$hp" ] && { kill "$hp" 2>/dev/null; wait "$hp" 2>/dev/null; }
     [ -n "$guard_pid" ] && kill "$guard_pid" 2>/dev/null
-    rm -f -- ${tmp:+"$tmp"} ${terr:+"$terr"} "$d/.current.$tok" "$d/.manifest.$tok" "$d/.sha256.$tok" "$gs" "$gr"
+    rm -f -- ${tmp:+"$tmp"} ${terr:+"$terr"} "$d/.incoming/"*".$tok.part" "$d/.incoming/"*".$tok.part.err" \
+      "$d/.current.$tok" "$d/.manifest.$tok" "$d/.sha256.$tok" "$gs" "$gr"
   }
   trap cleanup EXIT
   trap 'exit 143' HUP INT TERM PIPE
